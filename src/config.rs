@@ -1,0 +1,420 @@
+//! Typed configuration, read once from the environment at start-up.
+//!
+//! Every variable is documented in `.env.example`. A bad or missing value stops
+//! start-up with one line naming the variable; secrets are wrapped in
+//! [`Secret`] so they never reach a log line or a `Debug` dump.
+
+use std::{
+    collections::HashMap, fmt, net::SocketAddr, path::PathBuf, str::FromStr, time::Duration,
+};
+
+use docflow_worker::ContentKind;
+use ipnet::IpNet;
+use url::Url;
+
+/// The upload cap the seed contract uses: 25 MiB.
+const DEFAULT_MAX_UPLOAD_BYTES: u64 = 25 * 1024 * 1024;
+const DEFAULT_ALLOWED_CONTENT_TYPES: &str = "application/pdf,image/png,image/jpeg,text/plain";
+/// HS256 keys shorter than the hash output weaken the MAC; RFC 7518 §3.2.
+const MIN_JWT_SECRET_BYTES: usize = 32;
+
+/// A value that must never be printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret<T>(T);
+
+impl<T> Secret<T> {
+    pub fn new(value: T) -> Self {
+        Self(value)
+    }
+
+    /// The only way to read the value: grep for it when auditing secret use.
+    pub fn expose(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<T> fmt::Debug for Secret<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+/// Where uploaded bytes live.
+#[derive(Clone, Debug)]
+pub enum StorageConfig {
+    /// A local directory: the embedded default, single-node only.
+    Local { root: PathBuf },
+    /// An S3-compatible bucket (AWS S3, MinIO, …).
+    S3(S3Config),
+}
+
+#[derive(Clone, Debug)]
+pub struct S3Config {
+    pub bucket: String,
+    /// Custom endpoint for MinIO and friends; implies path-style addressing.
+    pub endpoint: Option<String>,
+    pub region: String,
+    pub access_key_id: Option<Secret<String>>,
+    pub secret_access_key: Option<Secret<String>>,
+}
+
+/// Per-IP request budgets for the unauthenticated auth endpoints.
+#[derive(Clone, Copy, Debug)]
+pub struct AuthRateLimit {
+    pub requests: u32,
+    pub window: Duration,
+}
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub bind_addr: SocketAddr,
+    pub database_url: Secret<String>,
+    pub database_max_connections: u32,
+    /// `None` selects the in-process implementations (single node only).
+    pub redis_url: Option<Secret<String>>,
+    /// Prefix of every Redis key we write, so several deployments (or test
+    /// runs) can share one Redis without seeing each other's state.
+    pub redis_key_prefix: String,
+    pub storage: StorageConfig,
+    pub jwt_secret: Secret<Vec<u8>>,
+    pub max_upload_bytes: u64,
+    pub allowed_content_types: Vec<ContentKind>,
+    pub job_max_attempts: u32,
+    pub tesseract_enabled: bool,
+    /// Peers whose `X-Forwarded-For` we believe (the reverse proxy).
+    pub trusted_proxies: Vec<IpNet>,
+    /// Origins allowed to call the API from a browser; empty = same-origin only.
+    pub cors_origins: Vec<String>,
+    pub worker_metrics_addr: SocketAddr,
+    /// Upper bound on how long a request may take before it is answered 503.
+    pub request_timeout: Duration,
+    pub auth_rate_limit: AuthRateLimit,
+}
+
+/// Why start-up stopped: names the variable and what is wrong with it.
+#[derive(Debug, thiserror::Error)]
+#[error("configuration error: {var}: {reason}")]
+pub struct ConfigError {
+    pub var: &'static str,
+    pub reason: String,
+}
+
+impl ConfigError {
+    fn new(var: &'static str, reason: impl Into<String>) -> Self {
+        Self {
+            var,
+            reason: reason.into(),
+        }
+    }
+}
+
+impl Config {
+    /// Reads the process environment (after loading `.env` if present).
+    pub fn from_env() -> Result<Self, ConfigError> {
+        // A missing .env is normal in production; a malformed one is not.
+        if let Err(err) = dotenvy::dotenv()
+            && !err.not_found()
+        {
+            return Err(ConfigError::new(".env", err.to_string()));
+        }
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Builds the configuration from any variable source (tests pass a map).
+    pub fn from_map(vars: &HashMap<String, String>) -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| vars.get(name).cloned())
+    }
+
+    fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let env = Env { lookup: &lookup };
+        let jwt_secret = env
+            .required("JWT_SECRET")
+            .and_then(|secret| {
+                if secret.len() < MIN_JWT_SECRET_BYTES {
+                    Err(ConfigError::new(
+                        "JWT_SECRET",
+                        format!("must be at least {MIN_JWT_SECRET_BYTES} bytes (generate one with `openssl rand -base64 48`)"),
+                    ))
+                } else {
+                    Ok(Secret::new(secret.into_bytes()))
+                }
+            })?;
+
+        let allowed_content_types = env
+            .optional("ALLOWED_CONTENT_TYPES")
+            .unwrap_or_else(|| DEFAULT_ALLOWED_CONTENT_TYPES.to_owned());
+        let allowed_content_types: Vec<ContentKind> = split_list(&allowed_content_types)
+            .map(str::parse::<ContentKind>)
+            .collect::<Result<_, _>>()
+            .map_err(|e| ConfigError::new("ALLOWED_CONTENT_TYPES", e.to_string()))?;
+        if allowed_content_types.is_empty() {
+            return Err(ConfigError::new(
+                "ALLOWED_CONTENT_TYPES",
+                "must list at least one content type",
+            ));
+        }
+
+        let trusted_proxies = env
+            .optional("TRUSTED_PROXIES")
+            .map(|list| {
+                split_list(&list)
+                    .map(parse_proxy)
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .transpose()
+            .map_err(|reason| ConfigError::new("TRUSTED_PROXIES", reason))?
+            .unwrap_or_default();
+
+        let cors_origins = env
+            .optional("CORS_ORIGINS")
+            .map(|list| {
+                split_list(&list)
+                    .map(|origin| {
+                        Url::parse(origin)
+                            .map_err(|e| format!("{origin:?} is not an origin: {e}"))
+                            .map(|_| origin.trim_end_matches('/').to_owned())
+                    })
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .transpose()
+            .map_err(|reason| ConfigError::new("CORS_ORIGINS", reason))?
+            .unwrap_or_default();
+
+        let job_max_attempts: u32 = env.parsed_or("JOB_MAX_ATTEMPTS", 3)?;
+        if job_max_attempts == 0 {
+            return Err(ConfigError::new("JOB_MAX_ATTEMPTS", "must be at least 1"));
+        }
+        let max_upload_bytes: u64 = env.parsed_or("MAX_UPLOAD_BYTES", DEFAULT_MAX_UPLOAD_BYTES)?;
+        if max_upload_bytes == 0 {
+            return Err(ConfigError::new("MAX_UPLOAD_BYTES", "must be positive"));
+        }
+        let request_timeout_secs: u64 = env.parsed_or("REQUEST_TIMEOUT_SECS", 30)?;
+        if request_timeout_secs == 0 {
+            return Err(ConfigError::new("REQUEST_TIMEOUT_SECS", "must be positive"));
+        }
+        let auth_rate_limit: u32 = env.parsed_or("AUTH_RATE_LIMIT_PER_MINUTE", 10)?;
+        if auth_rate_limit == 0 {
+            return Err(ConfigError::new(
+                "AUTH_RATE_LIMIT_PER_MINUTE",
+                "must be positive",
+            ));
+        }
+
+        Ok(Self {
+            bind_addr: env.parsed_or("BIND_ADDR", SocketAddr::from(([127, 0, 0, 1], 8000)))?,
+            database_url: Secret::new(
+                env.optional("DATABASE_URL")
+                    .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/docflow".to_owned()),
+            ),
+            database_max_connections: env.parsed_or("DATABASE_MAX_CONNECTIONS", 20)?,
+            redis_url: env.optional("REDIS_URL").map(Secret::new),
+            redis_key_prefix: env
+                .optional("REDIS_KEY_PREFIX")
+                .unwrap_or_else(|| "docflow:".to_owned()),
+            storage: storage_from_env(&env)?,
+            jwt_secret,
+            max_upload_bytes,
+            allowed_content_types,
+            job_max_attempts,
+            tesseract_enabled: env.bool_or("TESSERACT_ENABLED", true)?,
+            trusted_proxies,
+            cors_origins,
+            worker_metrics_addr: env.parsed_or(
+                "WORKER_METRICS_ADDR",
+                SocketAddr::from(([127, 0, 0, 1], 9100)),
+            )?,
+            request_timeout: Duration::from_secs(request_timeout_secs),
+            auth_rate_limit: AuthRateLimit {
+                requests: auth_rate_limit,
+                window: Duration::from_secs(60),
+            },
+        })
+    }
+}
+
+fn storage_from_env(env: &Env<'_>) -> Result<StorageConfig, ConfigError> {
+    let raw = env
+        .optional("STORAGE_URL")
+        .unwrap_or_else(|| "./data".to_owned());
+    let invalid = |reason: String| ConfigError::new("STORAGE_URL", reason);
+
+    if let Some(bucket) = raw.strip_prefix("s3://") {
+        let bucket = bucket.trim_end_matches('/');
+        if bucket.is_empty() || bucket.contains('/') {
+            return Err(invalid(format!(
+                "{raw:?}: expected s3://BUCKET (no key prefix)"
+            )));
+        }
+        return Ok(StorageConfig::S3(S3Config {
+            bucket: bucket.to_owned(),
+            endpoint: env.optional("S3_ENDPOINT_URL"),
+            region: env
+                .optional("S3_REGION")
+                .unwrap_or_else(|| "us-east-1".to_owned()),
+            access_key_id: env.optional("AWS_ACCESS_KEY_ID").map(Secret::new),
+            secret_access_key: env.optional("AWS_SECRET_ACCESS_KEY").map(Secret::new),
+        }));
+    }
+
+    let root = if let Some(rest) = raw.strip_prefix("file://") {
+        let url = Url::parse(&raw).map_err(|e| invalid(format!("{raw:?}: {e}")))?;
+        url.to_file_path()
+            .map_err(|()| invalid(format!("{raw:?}: not a local path ({rest})")))?
+    } else if raw.contains("://") {
+        return Err(invalid(format!(
+            "{raw:?}: use file:///PATH, a plain path, or s3://BUCKET"
+        )));
+    } else {
+        PathBuf::from(raw)
+    };
+    Ok(StorageConfig::Local { root })
+}
+
+fn parse_proxy(entry: &str) -> Result<IpNet, String> {
+    entry
+        .parse::<IpNet>()
+        .or_else(|_| entry.parse::<std::net::IpAddr>().map(IpNet::from))
+        .map_err(|_| format!("{entry:?} is neither an IP address nor a CIDR range"))
+}
+
+fn split_list(list: &str) -> impl Iterator<Item = &str> {
+    list.split(',').map(str::trim).filter(|s| !s.is_empty())
+}
+
+struct Env<'a> {
+    lookup: &'a dyn Fn(&str) -> Option<String>,
+}
+
+impl Env<'_> {
+    /// Empty counts as unset, so `FOO=` in a .env file means "use the default".
+    fn optional(&self, var: &str) -> Option<String> {
+        (self.lookup)(var).filter(|v| !v.trim().is_empty())
+    }
+
+    fn required(&self, var: &'static str) -> Result<String, ConfigError> {
+        self.optional(var)
+            .ok_or_else(|| ConfigError::new(var, "is required but not set"))
+    }
+
+    fn parsed_or<T>(&self, var: &'static str, default: T) -> Result<T, ConfigError>
+    where
+        T: FromStr,
+        T::Err: fmt::Display,
+    {
+        match self.optional(var) {
+            None => Ok(default),
+            Some(raw) => raw
+                .trim()
+                .parse()
+                .map_err(|e| ConfigError::new(var, format!("{raw:?} is invalid: {e}"))),
+        }
+    }
+
+    fn bool_or(&self, var: &'static str, default: bool) -> Result<bool, ConfigError> {
+        match self.optional(var).map(|v| v.trim().to_ascii_lowercase()) {
+            None => Ok(default),
+            Some(v) if matches!(v.as_str(), "1" | "true" | "yes" | "on") => Ok(true),
+            Some(v) if matches!(v.as_str(), "0" | "false" | "no" | "off") => Ok(false),
+            Some(v) => Err(ConfigError::new(
+                var,
+                format!("{v:?} is not a boolean (true/false)"),
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    const SECRET: &str = "0123456789abcdef0123456789abcdef";
+
+    #[test]
+    fn defaults_need_only_a_jwt_secret() {
+        let config = Config::from_map(&vars(&[("JWT_SECRET", SECRET)])).expect("valid");
+        assert_eq!(config.bind_addr.to_string(), "127.0.0.1:8000");
+        assert_eq!(config.worker_metrics_addr.to_string(), "127.0.0.1:9100");
+        assert_eq!(config.max_upload_bytes, 26_214_400);
+        assert_eq!(config.job_max_attempts, 3);
+        assert!(config.redis_url.is_none());
+        assert!(
+            matches!(config.storage, StorageConfig::Local { ref root } if root == &PathBuf::from("./data"))
+        );
+    }
+
+    #[test]
+    fn missing_or_short_jwt_secret_names_the_variable() {
+        let err = Config::from_map(&vars(&[])).expect_err("missing");
+        assert_eq!(err.var, "JWT_SECRET");
+        let err = Config::from_map(&vars(&[("JWT_SECRET", "short")])).expect_err("short");
+        assert_eq!(err.var, "JWT_SECRET");
+        assert!(err.to_string().contains("at least 32 bytes"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_name_their_variable() {
+        for (var, value) in [
+            ("BIND_ADDR", "not-an-address"),
+            ("MAX_UPLOAD_BYTES", "-1"),
+            ("JOB_MAX_ATTEMPTS", "0"),
+            ("TESSERACT_ENABLED", "maybe"),
+            ("TRUSTED_PROXIES", "10.0.0.0/33"),
+            ("STORAGE_URL", "ftp://x"),
+            ("STORAGE_URL", "s3://"),
+            ("CORS_ORIGINS", "nope"),
+            ("ALLOWED_CONTENT_TYPES", "application/pdf,application/zip"),
+        ] {
+            let err =
+                Config::from_map(&vars(&[("JWT_SECRET", SECRET), (var, value)])).expect_err(var);
+            assert_eq!(err.var, var, "{err}");
+        }
+    }
+
+    #[test]
+    fn storage_url_forms() {
+        let config = Config::from_map(&vars(&[
+            ("JWT_SECRET", SECRET),
+            ("STORAGE_URL", "s3://docs"),
+            ("S3_ENDPOINT_URL", "http://127.0.0.1:9000"),
+            ("AWS_SECRET_ACCESS_KEY", "hunter2hunter2"),
+        ]))
+        .expect("valid");
+        let StorageConfig::S3(s3) = &config.storage else {
+            panic!("expected S3, got {:?}", config.storage);
+        };
+        assert_eq!(s3.bucket, "docs");
+        assert_eq!(s3.region, "us-east-1");
+
+        let config = Config::from_map(&vars(&[
+            ("JWT_SECRET", SECRET),
+            ("STORAGE_URL", "file:///var/lib/docflow"),
+        ]))
+        .expect("valid");
+        assert!(
+            matches!(config.storage, StorageConfig::Local { ref root } if root == &PathBuf::from("/var/lib/docflow"))
+        );
+    }
+
+    #[test]
+    fn secrets_never_appear_in_debug() {
+        let config = Config::from_map(&vars(&[
+            ("JWT_SECRET", SECRET),
+            ("DATABASE_URL", "postgres://u:dbpassword@h/db"),
+            ("REDIS_URL", "redis://:redispassword@h"),
+            ("STORAGE_URL", "s3://b"),
+            ("AWS_SECRET_ACCESS_KEY", "awssecretvalue"),
+        ]))
+        .expect("valid");
+        let dump = format!("{config:?}");
+        for secret in [SECRET, "dbpassword", "redispassword", "awssecretvalue"] {
+            assert!(!dump.contains(secret), "{secret} leaked into {dump}");
+        }
+    }
+}

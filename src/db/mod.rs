@@ -1,0 +1,39 @@
+//! Postgres access. One module per table or aggregate; every function takes an
+//! executor or `&mut PgConnection`, so callers decide the transaction.
+
+pub mod refresh_tokens;
+pub mod users;
+
+use std::time::Duration;
+
+use sqlx::{
+    PgPool,
+    postgres::{PgConnectOptions, PgPoolOptions},
+};
+
+use crate::config::Config;
+
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// Opens the pool lazily: the API starts (and reports not-ready) while
+/// Postgres is down, instead of crash-looping.
+pub fn connect_lazy(config: &Config) -> Result<PgPool, sqlx::Error> {
+    let options: PgConnectOptions = config.database_url.expose().parse()?;
+    Ok(PgPoolOptions::new()
+        .max_connections(config.database_max_connections)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect_lazy_with(options.application_name("docflow")))
+}
+
+pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
+    MIGRATOR.run(pool).await
+}
+
+/// The name of the constraint a statement violated, if it was a unique
+/// violation: lets callers turn a race they lost into a 409.
+pub fn unique_violation(err: &sqlx::Error) -> Option<&str> {
+    match err {
+        sqlx::Error::Database(db) if db.is_unique_violation() => db.constraint(),
+        _ => None,
+    }
+}
