@@ -1,0 +1,247 @@
+//! The auth use cases, independent of HTTP.
+
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use super::{
+    passwords,
+    tokens::{AccessClaims, TokenError, TokenKeys},
+};
+use crate::{
+    db::{self, users::User},
+    domain::{Email, InvalidInput, Password, Role},
+    ephemeral::Ephemeral,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error(transparent)]
+    InvalidInput(#[from] InvalidInput),
+    #[error("an account with this email already exists")]
+    EmailTaken,
+    #[error("invalid email or password")]
+    InvalidCredentials,
+    #[error("token has expired")]
+    TokenExpired,
+    #[error("token is invalid or revoked")]
+    InvalidToken,
+    /// A rotated refresh token came back: someone holds a stolen copy.
+    #[error("refresh token was already used; the session has been revoked")]
+    RefreshTokenReused,
+    /// A dependency we need for this operation (Redis) is down.
+    #[error("{0} is unavailable")]
+    Unavailable(&'static str),
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+impl From<sqlx::Error> for AuthError {
+    fn from(err: sqlx::Error) -> Self {
+        Self::Internal(err.into())
+    }
+}
+
+impl From<TokenError> for AuthError {
+    fn from(err: TokenError) -> Self {
+        match err {
+            TokenError::Expired => Self::TokenExpired,
+            TokenError::Invalid => Self::InvalidToken,
+        }
+    }
+}
+
+/// An access + refresh pair.
+#[derive(Debug)]
+pub struct Session {
+    pub access_token: String,
+    pub access_expires_at: DateTime<Utc>,
+    pub refresh_token: String,
+    pub refresh_expires_at: DateTime<Utc>,
+}
+
+#[derive(Clone)]
+pub struct AuthService {
+    db: PgPool,
+    keys: TokenKeys,
+    ephemeral: Ephemeral,
+}
+
+impl AuthService {
+    pub fn new(db: PgPool, keys: TokenKeys, ephemeral: Ephemeral) -> Self {
+        passwords::warm_up();
+        Self {
+            db,
+            keys,
+            ephemeral,
+        }
+    }
+
+    pub async fn register(
+        &self,
+        email: &str,
+        password: String,
+        role: Role,
+    ) -> Result<User, AuthError> {
+        let email = Email::parse(email)?;
+        let password = Password::parse_new(password)?;
+        let hash = passwords::hash(password.expose().to_owned()).await?;
+        db::users::insert(&self.db, &email, &hash, role)
+            .await
+            .map_err(|err| match db::unique_violation(&err) {
+                Some(db::users::EMAIL_UNIQUE) => AuthError::EmailTaken,
+                _ => err.into(),
+            })
+    }
+
+    /// Unknown email and wrong password are indistinguishable, in the answer
+    /// and in the time it takes.
+    pub async fn login(&self, email: &str, password: String) -> Result<Session, AuthError> {
+        // A malformed email cannot belong to an account; still verify against
+        // the dummy hash so the timing matches a real miss.
+        let credentials = match Email::parse(email) {
+            Ok(email) => db::users::find_credentials(&self.db, &email).await?,
+            Err(_) => None,
+        };
+        let (user_id, hash) = match credentials {
+            Some(found) => (Some(found.user.id), Some(found.password_hash)),
+            None => (None, None),
+        };
+        let matches = passwords::verify(password, hash).await?;
+        let user_id = user_id
+            .filter(|_| matches)
+            .ok_or(AuthError::InvalidCredentials)?;
+
+        let now = Utc::now();
+        let family_id = Uuid::new_v4();
+        let refresh_jti = Uuid::new_v4();
+        let (refresh_token, refresh_expires_at) =
+            self.keys
+                .issue_refresh(user_id, refresh_jti, family_id, now)?;
+        db::refresh_tokens::insert(
+            &self.db,
+            refresh_jti,
+            user_id,
+            family_id,
+            refresh_expires_at,
+        )
+        .await?;
+        let (access_token, access) = self.keys.issue_access(user_id, now)?;
+        Ok(Session {
+            access_token,
+            access_expires_at: access.expires_at,
+            refresh_token,
+            refresh_expires_at,
+        })
+    }
+
+    /// Exchanges a refresh token for a new pair. The old token is spent; if
+    /// it comes back, its whole family is revoked.
+    pub async fn refresh(&self, refresh_token: &str) -> Result<Session, AuthError> {
+        let claims = self.keys.verify_refresh(refresh_token)?;
+        let mut tx = self.db.begin().await?;
+        let row = db::refresh_tokens::lock(&mut tx, claims.jti)
+            .await?
+            .filter(|row| row.user_id == claims.user_id)
+            .ok_or(AuthError::InvalidToken)?;
+        if row.revoked_at.is_some() {
+            return Err(AuthError::InvalidToken);
+        }
+        if row.rotated_at.is_some() {
+            let revoked = db::refresh_tokens::revoke_family(&mut *tx, row.family_id).await?;
+            tx.commit().await?;
+            tracing::warn!(
+                user_id = %row.user_id,
+                family_id = %row.family_id,
+                revoked,
+                "refresh token reuse detected; revoked its family"
+            );
+            return Err(AuthError::RefreshTokenReused);
+        }
+        let now = Utc::now();
+        if row.expires_at <= now {
+            return Err(AuthError::TokenExpired);
+        }
+        // A deleted account's tokens go with it (ON DELETE CASCADE), so a row
+        // here means the user still exists.
+        db::refresh_tokens::mark_rotated(&mut tx, row.jti).await?;
+        let next_jti = Uuid::new_v4();
+        let (refresh_token, refresh_expires_at) =
+            self.keys
+                .issue_refresh(row.user_id, next_jti, row.family_id, now)?;
+        db::refresh_tokens::insert(
+            &mut *tx,
+            next_jti,
+            row.user_id,
+            row.family_id,
+            refresh_expires_at,
+        )
+        .await?;
+        tx.commit().await?;
+
+        let (access_token, access) = self.keys.issue_access(row.user_id, now)?;
+        Ok(Session {
+            access_token,
+            access_expires_at: access.expires_at,
+            refresh_token,
+            refresh_expires_at,
+        })
+    }
+
+    /// Verifies an access token: signature, expiry, type, and the blocklist.
+    ///
+    /// If the blocklist cannot be read (Redis down) the token is accepted:
+    /// access tokens expire within 15 minutes, and refusing every request
+    /// during a Redis outage would turn a cache failure into a full outage.
+    pub async fn authenticate(&self, access_token: &str) -> Result<AccessClaims, AuthError> {
+        let claims = self.keys.verify_access(access_token)?;
+        match self
+            .ephemeral
+            .is_token_blocked(&claims.jti.to_string())
+            .await
+        {
+            Ok(true) => Err(AuthError::InvalidToken),
+            Ok(false) => Ok(claims),
+            Err(err) => {
+                tracing::warn!(error = %err, "token blocklist unavailable; accepting unexpired token");
+                Ok(claims)
+            }
+        }
+    }
+
+    /// Blocks the access token for the rest of its life and, when given,
+    /// revokes the refresh token's whole family (the session).
+    pub async fn logout(
+        &self,
+        access: &AccessClaims,
+        refresh_token: Option<&str>,
+    ) -> Result<(), AuthError> {
+        if let Some(refresh_token) = refresh_token {
+            let claims = self.keys.verify_refresh(refresh_token)?;
+            if claims.user_id != access.user_id {
+                return Err(AuthError::InvalidToken);
+            }
+            let mut tx = self.db.begin().await?;
+            if let Some(row) = db::refresh_tokens::lock(&mut tx, claims.jti).await? {
+                db::refresh_tokens::revoke_family(&mut *tx, row.family_id).await?;
+            }
+            tx.commit().await?;
+        }
+        let remaining = (access.expires_at - Utc::now())
+            .to_std()
+            .unwrap_or_default();
+        self.ephemeral
+            .block_token(&access.jti.to_string(), remaining)
+            .await
+            .map_err(|err| {
+                tracing::error!(error = %err, "cannot block access token on logout");
+                AuthError::Unavailable("the token blocklist")
+            })
+    }
+
+    pub async fn current_user(&self, access: &AccessClaims) -> Result<User, AuthError> {
+        db::users::find(&self.db, access.user_id)
+            .await?
+            .ok_or(AuthError::InvalidToken)
+    }
+}
