@@ -1,0 +1,183 @@
+//! What each `docflow` subcommand does, so `main` only parses arguments.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    auth::{AuthService, TokenKeys},
+    config::Config,
+    db,
+    domain::{Email, Role},
+    ephemeral::Ephemeral,
+    http::{self, AppState},
+    storage::Storage,
+    worker_process,
+};
+
+/// Whether this process is one of several replicas (`api`, `worker`) or the
+/// whole system on one node (`all-in-one`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Topology {
+    Replicated,
+    SingleNode,
+}
+
+/// Builds the shared state. Replicas need Redis: an in-process rate limiter
+/// or blocklist would be per replica, which silently weakens both.
+pub async fn build_state(config: Config, topology: Topology) -> anyhow::Result<AppState> {
+    let db = db::connect_lazy(&config).context("DATABASE_URL: invalid")?;
+    build_state_with_db(config, topology, db).await
+}
+
+/// As [`build_state`], on an existing pool (tests bring a fresh database).
+pub async fn build_state_with_db(
+    config: Config,
+    topology: Topology,
+    db: PgPool,
+) -> anyhow::Result<AppState> {
+    let ephemeral = match (&config.redis_url, topology) {
+        (Some(url), _) => Ephemeral::redis(url.expose(), config.redis_key_prefix.clone())
+            .await
+            .context("REDIS_URL: cannot build a Redis client")?,
+        (None, Topology::SingleNode) => Ephemeral::in_process(),
+        (None, Topology::Replicated) => anyhow::bail!(
+            "configuration error: REDIS_URL: required by `docflow api` (replicas share rate limits \
+             and the token blocklist through Redis); use `docflow all-in-one` for a single node without Redis"
+        ),
+    };
+    let storage = Storage::open(&config.storage)?;
+    let keys = TokenKeys::new(config.jwt_secret.expose()).context("JWT_SECRET: unusable")?;
+    let auth = AuthService::new(db.clone(), keys, ephemeral.clone());
+    Ok(AppState {
+        config: Arc::new(config),
+        db,
+        ephemeral,
+        storage,
+        auth,
+    })
+}
+
+/// Resolves on SIGTERM or Ctrl-C, and cancels `token` so every part of the
+/// process starts draining at once.
+pub async fn shutdown_on_signal(token: CancellationToken) {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        () = terminate => {},
+        () = token.cancelled() => return,
+    }
+    tracing::info!("shutdown requested; draining");
+    token.cancel();
+}
+
+async fn serve_api(state: AppState, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let addr = state.config.bind_addr;
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("BIND_ADDR: cannot listen on {addr}"))?;
+    tracing::info!(
+        %addr,
+        storage = state.storage.backend(),
+        ephemeral = state.ephemeral.backend_name(),
+        "API listening"
+    );
+    http::serve(listener, http::router(state), shutdown.cancelled_owned()).await?;
+    Ok(())
+}
+
+pub async fn run_api(config: Config) -> anyhow::Result<()> {
+    let state = build_state(config, Topology::Replicated).await?;
+    let shutdown = CancellationToken::new();
+    tokio::spawn(shutdown_on_signal(shutdown.clone()));
+    serve_api(state, shutdown).await
+}
+
+pub async fn run_worker(config: Config) -> anyhow::Result<()> {
+    let db = db::connect_lazy(&config).context("DATABASE_URL: invalid")?;
+    let shutdown = CancellationToken::new();
+    tokio::spawn(shutdown_on_signal(shutdown.clone()));
+    worker_process::run(&config, db, shutdown).await
+}
+
+/// The whole system in one process: migrations, API and worker, with the
+/// in-process ephemeral store when REDIS_URL is unset.
+pub async fn run_all_in_one(config: Config) -> anyhow::Result<()> {
+    let state = build_state(config, Topology::SingleNode).await?;
+    db::migrate(&state.db).await.context("running migrations")?;
+    let shutdown = CancellationToken::new();
+    tokio::spawn(shutdown_on_signal(shutdown.clone()));
+    let config = Arc::clone(&state.config);
+    let worker = worker_process::run(&config, state.db.clone(), shutdown.clone());
+    let api = serve_api(state, shutdown.clone());
+    let (api, worker) = tokio::join!(
+        async {
+            let result = api.await;
+            shutdown.cancel();
+            result
+        },
+        async {
+            let result = worker.await;
+            shutdown.cancel();
+            result
+        }
+    );
+    api.and(worker)
+}
+
+pub async fn run_migrate(config: Config) -> anyhow::Result<()> {
+    let db = db::connect_lazy(&config).context("DATABASE_URL: invalid")?;
+    db::migrate(&db).await.context("running migrations")?;
+    tracing::info!("migrations applied");
+    Ok(())
+}
+
+/// Creates an account from the command line (the password comes from stdin
+/// so it never shows in `ps` or shell history).
+pub async fn create_user(
+    config: Config,
+    email: &str,
+    password: String,
+    admin: bool,
+) -> anyhow::Result<String> {
+    let state = build_state(config, Topology::SingleNode).await?;
+    let role = if admin { Role::Admin } else { Role::User };
+    let user = state
+        .auth
+        .register(email, password, role)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(format!(
+        "created {} ({}) as {}",
+        user.email,
+        user.id,
+        role.as_str()
+    ))
+}
+
+/// Makes an existing account an admin: the only way to get one.
+pub async fn promote_user(config: Config, email: &str) -> anyhow::Result<String> {
+    let email = Email::parse(email).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let db = db::connect_lazy(&config).context("DATABASE_URL: invalid")?;
+    let user = db::users::set_role(&db, &email, Role::Admin)
+        .await?
+        .with_context(|| format!("no account with email {email}"))?;
+    Ok(format!("{} ({}) is now an admin", user.email, user.id))
+}

@@ -1,0 +1,156 @@
+//! The HTTP API: routing, cross-cutting middleware and the server loop.
+//! Handlers translate HTTP to domain calls and back; nothing else.
+
+pub mod docs;
+pub mod error;
+pub mod extract;
+mod rate_limit;
+pub mod request_id;
+pub mod routes;
+
+use std::{future::Future, net::SocketAddr, sync::Arc};
+
+use aide::{axum::ApiRouter, openapi::OpenApi};
+use axum::{
+    Extension, Router,
+    extract::DefaultBodyLimit,
+    http::{HeaderName, HeaderValue, Method, StatusCode, header},
+    middleware,
+    response::{IntoResponse, Response},
+};
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+use tower_http::{
+    catch_panic::CatchPanicLayer,
+    cors::{AllowOrigin, CorsLayer},
+    set_header::SetResponseHeaderLayer,
+};
+
+use crate::{auth::AuthService, config::Config, ephemeral::Ephemeral, storage::Storage};
+use error::ApiError;
+
+/// JSON bodies are small; uploads (multipart) set their own, larger limit.
+const JSON_BODY_LIMIT: usize = 64 * 1024;
+
+/// Everything a handler may need, cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub db: PgPool,
+    pub ephemeral: Ephemeral,
+    pub storage: Storage,
+    pub auth: AuthService,
+}
+
+/// The documented API routes, before state and middleware: shared by the
+/// server and by the OpenAPI snapshot test.
+fn api_routes() -> ApiRouter<AppState> {
+    ApiRouter::new()
+        .nest("/api/v1/auth", routes::auth::router())
+        .nest("/api/v1/health", routes::health::router())
+}
+
+/// The OpenAPI document, exactly as `/openapi.json` serves it.
+pub fn openapi() -> OpenApi {
+    let mut api = OpenApi::default();
+    let _ = api_routes().finish_api_with(&mut api, docs::describe_api);
+    api
+}
+
+pub fn router(state: AppState) -> Router {
+    aide::generate::extract_schemas(true);
+    let mut api = OpenApi::default();
+    let timeout = state.config.request_timeout;
+    let cors = cors_layer(&state.config);
+
+    api_routes()
+        .merge(docs::router())
+        .finish_api_with(&mut api, docs::describe_api)
+        .route_layer(middleware::from_fn(request_id::record_route))
+        .fallback(unknown_route)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(Extension(Arc::new(api)))
+        .layer(DefaultBodyLimit::max(JSON_BODY_LIMIT))
+        .layer(middleware::from_fn(move |req, next| {
+            enforce_timeout(timeout, req, next)
+        }))
+        .layer(CatchPanicLayer::custom(panic_response))
+        .layer(cors)
+        .layer(SetResponseHeaderLayer::overriding(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ))
+        .layer(middleware::from_fn(request_id::propagate_request_id))
+        .with_state(state)
+}
+
+/// Serves until `shutdown` resolves, then stops accepting and lets in-flight
+/// requests finish.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+}
+
+fn cors_layer(config: &Config) -> CorsLayer {
+    let origins: Vec<HeaderValue> = config
+        .cors_origins
+        .iter()
+        .filter_map(|origin| HeaderValue::from_str(origin).ok())
+        .collect();
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::list(origins))
+        .allow_methods([Method::GET, Method::POST, Method::DELETE])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            HeaderName::from_static("idempotency-key"),
+            HeaderName::from_static("last-event-id"),
+            request_id::X_REQUEST_ID.clone(),
+        ])
+        .expose_headers([request_id::X_REQUEST_ID.clone(), header::RETRY_AFTER])
+}
+
+async fn enforce_timeout(
+    limit: std::time::Duration,
+    request: axum::extract::Request,
+    next: middleware::Next,
+) -> Response {
+    // Bounds the time to the response head; streaming bodies (SSE) go on.
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::unavailable(
+            "timeout",
+            format!("The request took longer than {}s.", limit.as_secs()),
+        )
+        .into_response(),
+    }
+}
+
+async fn unknown_route() -> ApiError {
+    ApiError::not_found("No such route.")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "This route does not support that method.",
+    )
+}
+
+fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let detail = panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or("non-string panic payload");
+    ApiError::internal(anyhow::anyhow!("handler panicked: {detail}")).into_response()
+}

@@ -1,0 +1,17 @@
+//! DocFlow: an asynchronous document-processing backend.
+//!
+//! This crate is the shared library behind the `docflow` binary: typed
+//! configuration, domain types, Postgres access, object storage, the
+//! ephemeral (Redis or in-process) store, auth, and the HTTP API. The code
+//! that reads untrusted documents lives in the `docflow-worker` crate.
+
+pub mod app;
+pub mod auth;
+pub mod config;
+pub mod db;
+pub mod domain;
+pub mod ephemeral;
+pub mod http;
+pub mod storage;
+pub mod telemetry;
+pub mod worker_process;
