@@ -11,6 +11,7 @@ use crate::{
     auth::{AuthService, TokenKeys},
     config::Config,
     db,
+    documents::{DocumentService, LinkSigner},
     domain::{Email, Role},
     ephemeral::Ephemeral,
     http::{self, AppState},
@@ -52,12 +53,21 @@ pub async fn build_state_with_db(
     let storage = Storage::open(&config.storage)?;
     let keys = TokenKeys::new(config.jwt_secret.expose()).context("JWT_SECRET: unusable")?;
     let auth = AuthService::new(db.clone(), keys, ephemeral.clone());
+    let documents = DocumentService::new(
+        db.clone(),
+        storage.clone(),
+        LinkSigner::new(config.jwt_secret.expose()),
+        config.max_upload_bytes,
+        config.allowed_content_types.clone(),
+        config.download_url_ttl,
+    );
     Ok(AppState {
         config: Arc::new(config),
         db,
         ephemeral,
         storage,
         auth,
+        documents,
     })
 }
 

@@ -89,6 +89,15 @@ pub struct Config {
     /// Upper bound on how long a request may take before it is answered 503.
     pub request_timeout: Duration,
     pub auth_rate_limit: AuthRateLimit,
+    /// Uploads per minute per user.
+    pub upload_rate_limit_per_minute: u32,
+    /// Upper bound on one upload request (a 25 MiB file on a slow link).
+    pub upload_timeout: Duration,
+    /// Lifetime of download links.
+    pub download_url_ttl: Duration,
+    /// The URL clients reach the API at, for links we hand out; unset: the
+    /// request's Host header over http.
+    pub public_base_url: Option<Url>,
 }
 
 /// Why start-up stopped: names the variable and what is wrong with it.
@@ -200,6 +209,27 @@ impl Config {
             ));
         }
 
+        let upload_rate_limit_per_minute: u32 =
+            env.parsed_or("UPLOAD_RATE_LIMIT_PER_MINUTE", 30)?;
+        if upload_rate_limit_per_minute == 0 {
+            return Err(ConfigError::new(
+                "UPLOAD_RATE_LIMIT_PER_MINUTE",
+                "must be positive",
+            ));
+        }
+        let upload_timeout_secs: u64 = env.parsed_or("UPLOAD_TIMEOUT_SECS", 300)?;
+        if upload_timeout_secs == 0 {
+            return Err(ConfigError::new("UPLOAD_TIMEOUT_SECS", "must be positive"));
+        }
+        let download_url_ttl_secs: u64 = env.parsed_or("DOWNLOAD_URL_TTL_SECS", 300)?;
+        // S3 caps presigned URLs at 7 days.
+        if !(1..=7 * 24 * 3600).contains(&download_url_ttl_secs) {
+            return Err(ConfigError::new(
+                "DOWNLOAD_URL_TTL_SECS",
+                "must be between 1 and 604800 (7 days)",
+            ));
+        }
+
         Ok(Self {
             bind_addr: env.parsed_or("BIND_ADDR", SocketAddr::from(([127, 0, 0, 1], 8000)))?,
             database_url: Secret::new(
@@ -228,6 +258,23 @@ impl Config {
                 requests: auth_rate_limit,
                 window: Duration::from_secs(60),
             },
+            upload_rate_limit_per_minute,
+            upload_timeout: Duration::from_secs(upload_timeout_secs),
+            download_url_ttl: Duration::from_secs(download_url_ttl_secs),
+            public_base_url: env
+                .optional("PUBLIC_BASE_URL")
+                .map(|raw| {
+                    Url::parse(&raw)
+                        .ok()
+                        .filter(|u| matches!(u.scheme(), "http" | "https"))
+                        .ok_or_else(|| {
+                            ConfigError::new(
+                                "PUBLIC_BASE_URL",
+                                format!("{raw:?} is not an http(s) URL"),
+                            )
+                        })
+                })
+                .transpose()?,
         })
     }
 }
@@ -370,6 +417,8 @@ mod tests {
             ("STORAGE_URL", "s3://"),
             ("CORS_ORIGINS", "nope"),
             ("ALLOWED_CONTENT_TYPES", "application/pdf,application/zip"),
+            ("DOWNLOAD_URL_TTL_SECS", "0"),
+            ("UPLOAD_TIMEOUT_SECS", "soon"),
         ] {
             let err =
                 Config::from_map(&vars(&[("JWT_SECRET", SECRET), (var, value)])).expect_err(var);

@@ -1,18 +1,31 @@
 //! Object storage for uploaded bytes, behind object_store: a local directory
 //! (the embedded default) or an S3-compatible bucket, chosen by STORAGE_URL.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use object_store::{
-    ObjectStore, ObjectStoreExt, aws::AmazonS3Builder, local::LocalFileSystem, path::Path,
+    Attribute, Attributes, GetResult, ObjectStore, ObjectStoreExt,
+    aws::{AmazonS3, AmazonS3Builder},
+    buffered::BufWriter,
+    local::LocalFileSystem,
+    path::Path,
+    signer::Signer,
 };
+use url::Url;
 
 use crate::config::StorageConfig;
+
+/// Objects larger than this are written with a multipart upload, in parts of
+/// this size; smaller ones with a single PUT. It is also the most an upload
+/// holds in memory (S3 needs parts of at least 5 MiB).
+const PART_SIZE: usize = 8 * 1024 * 1024;
 
 #[derive(Clone)]
 pub struct Storage {
     store: Arc<dyn ObjectStore>,
     backend: &'static str,
+    /// Set for S3, which can presign URLs; the local store cannot.
+    signer: Option<Arc<AmazonS3>>,
 }
 
 impl std::fmt::Debug for Storage {
@@ -34,6 +47,7 @@ impl Storage {
                 Ok(Self {
                     store: Arc::new(store),
                     backend: "local",
+                    signer: None,
                 })
             }
             StorageConfig::S3(s3) => {
@@ -54,9 +68,11 @@ impl Storage {
                 if let Some(secret) = &s3.secret_access_key {
                     builder = builder.with_secret_access_key(secret.expose());
                 }
+                let s3 = Arc::new(builder.build()?);
                 Ok(Self {
-                    store: Arc::new(builder.build()?),
+                    store: s3.clone(),
                     backend: "s3",
+                    signer: Some(s3),
                 })
             }
         }
@@ -68,6 +84,56 @@ impl Storage {
 
     pub fn store(&self) -> &Arc<dyn ObjectStore> {
         &self.store
+    }
+
+    /// A streaming writer for `key`: a single PUT for small objects, a
+    /// multipart upload past [`PART_SIZE`], never more than one part in
+    /// memory. Call `shutdown` to complete it or `abort` to discard it.
+    pub fn writer(&self, key: &str, content_type: &str, content_disposition: &str) -> BufWriter {
+        let writer = BufWriter::with_capacity(self.store.clone(), Path::from(key), PART_SIZE);
+        if self.signer.is_some() {
+            // Served by S3 itself on presigned downloads. The local store
+            // does not keep attributes; our own download route sets them.
+            let mut attributes = Attributes::new();
+            attributes.insert(Attribute::ContentType, content_type.to_owned().into());
+            attributes.insert(
+                Attribute::ContentDisposition,
+                content_disposition.to_owned().into(),
+            );
+            writer.with_attributes(attributes)
+        } else {
+            writer
+        }
+    }
+
+    pub async fn get(&self, key: &str) -> Result<GetResult, object_store::Error> {
+        self.store.get(&Path::from(key)).await
+    }
+
+    /// Deletes `key`; deleting what is already gone is not an error.
+    pub async fn delete(&self, key: &str) -> Result<(), object_store::Error> {
+        match self.store.delete(&Path::from(key)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(err) => Err(err),
+        }
+    }
+
+    /// A presigned GET URL, for stores that can sign (S3); `None` otherwise.
+    pub async fn presigned_get(
+        &self,
+        key: &str,
+        expires_in: Duration,
+    ) -> Option<Result<Url, object_store::Error>> {
+        let signer = self.signer.as_ref()?;
+        Some(
+            signer
+                .signed_url(
+                    object_store::signer::Method::GET,
+                    &Path::from(key),
+                    expires_in,
+                )
+                .await,
+        )
     }
 
     /// A cheap round trip that fails when the store is unreachable or the

@@ -1,6 +1,7 @@
 //! Postgres access. One module per table or aggregate; every function takes an
 //! executor or `&mut PgConnection`, so callers decide the transaction.
 
+pub mod documents;
 pub mod refresh_tokens;
 pub mod users;
 

@@ -1,10 +1,12 @@
 //! Domain types that parse instead of validate: once a value of one of these
 //! types exists, it is known to be well-formed.
 
+mod document;
 mod email;
 mod password;
 mod user;
 
+pub use document::{DocumentId, Filename};
 pub use email::Email;
 pub use password::Password;
 pub use user::{Role, UserId};

@@ -13,7 +13,7 @@ use aide::{
 };
 use axum::{
     Json,
-    extract::rejection::{JsonRejection, QueryRejection},
+    extract::rejection::{JsonRejection, PathRejection, QueryRejection},
     http::{HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
@@ -222,6 +222,13 @@ impl From<JsonRejection> for ApiError {
             ),
             other => body_rejection(other.status(), other.body_text()),
         }
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(rejection: PathRejection) -> Self {
+        tracing::debug!(reason = %rejection.body_text(), "unparseable path parameter");
+        Self::not_found("No such resource.")
     }
 }
 

@@ -40,6 +40,12 @@ impl<T: serde::Serialize> axum::response::IntoResponse for Json<T> {
 #[aide(input_with = "axum::extract::Query<T>", json_schema)]
 pub struct Query<T>(pub T);
 
+/// `axum::extract::Path`; a malformed id is a resource that cannot exist: 404.
+#[derive(FromRequestParts, OperationIo)]
+#[from_request(via(axum::extract::Path), rejection(ApiError))]
+#[aide(input_with = "axum::extract::Path<T>", json_schema)]
+pub struct Path<T>(pub T);
+
 /// A JSON body that may be absent altogether (no body, or an empty one).
 pub struct OptionalJson<T>(pub Option<T>);
 

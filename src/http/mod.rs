@@ -26,7 +26,10 @@ use tower_http::{
     set_header::SetResponseHeaderLayer,
 };
 
-use crate::{auth::AuthService, config::Config, ephemeral::Ephemeral, storage::Storage};
+use crate::{
+    auth::AuthService, config::Config, documents::DocumentService, ephemeral::Ephemeral,
+    storage::Storage,
+};
 use error::ApiError;
 
 /// JSON bodies are small; uploads (multipart) set their own, larger limit.
@@ -40,6 +43,7 @@ pub struct AppState {
     pub ephemeral: Ephemeral,
     pub storage: Storage,
     pub auth: AuthService,
+    pub documents: DocumentService,
 }
 
 /// The documented API routes, before state and middleware: shared by the
@@ -48,6 +52,7 @@ fn api_routes() -> ApiRouter<AppState> {
     ApiRouter::new()
         .nest("/api/v1/auth", routes::auth::router())
         .nest("/api/v1/health", routes::health::router())
+        .nest("/api/v1/documents", routes::documents::router())
 }
 
 /// The OpenAPI document, exactly as `/openapi.json` serves it.
@@ -60,20 +65,23 @@ pub fn openapi() -> OpenApi {
 pub fn router(state: AppState) -> Router {
     aide::generate::extract_schemas(true);
     let mut api = OpenApi::default();
-    let timeout = state.config.request_timeout;
+    let timeouts = Timeouts {
+        default: state.config.request_timeout,
+        upload: state.config.upload_timeout,
+    };
     let cors = cors_layer(&state.config);
 
     api_routes()
         .merge(docs::router())
         .finish_api_with(&mut api, docs::describe_api)
+        .route_layer(middleware::from_fn(move |req, next| {
+            enforce_timeout(timeouts, req, next)
+        }))
         .route_layer(middleware::from_fn(request_id::record_route))
         .fallback(unknown_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(Extension(Arc::new(api)))
         .layer(DefaultBodyLimit::max(JSON_BODY_LIMIT))
-        .layer(middleware::from_fn(move |req, next| {
-            enforce_timeout(timeout, req, next)
-        }))
         .layer(CatchPanicLayer::custom(panic_response))
         .layer(cors)
         .layer(SetResponseHeaderLayer::overriding(
@@ -118,11 +126,30 @@ fn cors_layer(config: &Config) -> CorsLayer {
         .expose_headers([request_id::X_REQUEST_ID.clone(), header::RETRY_AFTER])
 }
 
+#[derive(Clone, Copy)]
+struct Timeouts {
+    default: std::time::Duration,
+    upload: std::time::Duration,
+}
+
+/// The route whose request body is a whole file, and so gets its own limits.
+const UPLOAD_ROUTE: &str = "/api/v1/documents/upload";
+
+/// Runs as a route layer, after routing, so it knows which route it guards.
 async fn enforce_timeout(
-    limit: std::time::Duration,
+    timeouts: Timeouts,
     request: axum::extract::Request,
     next: middleware::Next,
 ) -> Response {
+    let is_upload = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .is_some_and(|path| path.as_str() == UPLOAD_ROUTE);
+    let limit = if is_upload {
+        timeouts.upload
+    } else {
+        timeouts.default
+    };
     // Bounds the time to the response head; streaming bodies (SSE) go on.
     match tokio::time::timeout(limit, next.run(request)).await {
         Ok(response) => response,

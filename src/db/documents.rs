@@ -1,0 +1,131 @@
+//! The `documents` table. Every read and delete is scoped to an owner, so
+//! another user's document is indistinguishable from a missing one.
+
+use chrono::{DateTime, Utc};
+use sqlx::PgExecutor;
+
+use crate::domain::{DocumentId, UserId};
+
+#[derive(Debug, Clone)]
+pub struct Document {
+    pub id: DocumentId,
+    pub owner_id: UserId,
+    pub filename: String,
+    pub content_type: String,
+    pub size_bytes: i64,
+    pub sha256: String,
+    pub storage_key: String,
+    pub created_at: DateTime<Utc>,
+}
+
+pub struct NewDocument<'a> {
+    pub id: DocumentId,
+    pub owner_id: UserId,
+    pub filename: &'a str,
+    pub content_type: &'a str,
+    pub size_bytes: i64,
+    pub sha256: &'a str,
+    pub storage_key: &'a str,
+}
+
+pub async fn insert(
+    db: impl PgExecutor<'_>,
+    new: &NewDocument<'_>,
+) -> Result<Document, sqlx::Error> {
+    sqlx::query_as!(
+        Document,
+        r#"INSERT INTO documents (id, owner_id, filename, content_type, size_bytes, sha256, storage_key)
+           VALUES ($1, $2, $3, $4, $5, $6, $7)
+           RETURNING id AS "id: DocumentId", owner_id AS "owner_id: UserId", filename,
+                     content_type, size_bytes, sha256, storage_key, created_at"#,
+        new.id.0,
+        new.owner_id.0,
+        new.filename,
+        new.content_type,
+        new.size_bytes,
+        new.sha256,
+        new.storage_key,
+    )
+    .fetch_one(db)
+    .await
+}
+
+pub async fn find_owned(
+    db: impl PgExecutor<'_>,
+    owner: UserId,
+    id: DocumentId,
+) -> Result<Option<Document>, sqlx::Error> {
+    sqlx::query_as!(
+        Document,
+        r#"SELECT id AS "id: DocumentId", owner_id AS "owner_id: UserId", filename,
+                  content_type, size_bytes, sha256, storage_key, created_at
+           FROM documents WHERE id = $1 AND owner_id = $2"#,
+        id.0,
+        owner.0,
+    )
+    .fetch_optional(db)
+    .await
+}
+
+/// For signed download links, whose signature already proves the grant.
+pub async fn find(
+    db: impl PgExecutor<'_>,
+    id: DocumentId,
+) -> Result<Option<Document>, sqlx::Error> {
+    sqlx::query_as!(
+        Document,
+        r#"SELECT id AS "id: DocumentId", owner_id AS "owner_id: UserId", filename,
+                  content_type, size_bytes, sha256, storage_key, created_at
+           FROM documents WHERE id = $1"#,
+        id.0,
+    )
+    .fetch_optional(db)
+    .await
+}
+
+/// One page of an owner's documents, newest first, and the owner's total.
+pub async fn list_owned(
+    db: impl PgExecutor<'_> + Copy,
+    owner: UserId,
+    limit: i64,
+    offset: i64,
+) -> Result<(Vec<Document>, i64), sqlx::Error> {
+    let items = sqlx::query_as!(
+        Document,
+        r#"SELECT id AS "id: DocumentId", owner_id AS "owner_id: UserId", filename,
+                  content_type, size_bytes, sha256, storage_key, created_at
+           FROM documents WHERE owner_id = $1
+           ORDER BY created_at DESC, id DESC
+           LIMIT $2 OFFSET $3"#,
+        owner.0,
+        limit,
+        offset,
+    )
+    .fetch_all(db)
+    .await?;
+    let total = sqlx::query_scalar!(
+        r#"SELECT count(*) AS "count!" FROM documents WHERE owner_id = $1"#,
+        owner.0
+    )
+    .fetch_one(db)
+    .await?;
+    Ok((items, total))
+}
+
+/// Deletes and returns the row, if the owner has it.
+pub async fn delete_owned(
+    db: impl PgExecutor<'_>,
+    owner: UserId,
+    id: DocumentId,
+) -> Result<Option<Document>, sqlx::Error> {
+    sqlx::query_as!(
+        Document,
+        r#"DELETE FROM documents WHERE id = $1 AND owner_id = $2
+           RETURNING id AS "id: DocumentId", owner_id AS "owner_id: UserId", filename,
+                     content_type, size_bytes, sha256, storage_key, created_at"#,
+        id.0,
+        owner.0,
+    )
+    .fetch_optional(db)
+    .await
+}
