@@ -15,8 +15,9 @@ use crate::{
     domain::{Email, Role},
     ephemeral::Ephemeral,
     http::{self, AppState},
+    jobs::JobService,
     storage::Storage,
-    worker_process,
+    worker_process::{self, WorkerSetup},
 };
 
 /// Whether this process is one of several replicas (`api`, `worker`) or the
@@ -53,6 +54,7 @@ pub async fn build_state_with_db(
     let storage = Storage::open(&config.storage)?;
     let keys = TokenKeys::new(config.jwt_secret.expose()).context("JWT_SECRET: unusable")?;
     let auth = AuthService::new(db.clone(), keys, ephemeral.clone());
+    let jobs = JobService::new(db.clone(), config.job_max_attempts, config.idempotency_ttl);
     let documents = DocumentService::new(
         db.clone(),
         storage.clone(),
@@ -68,6 +70,7 @@ pub async fn build_state_with_db(
         storage,
         auth,
         documents,
+        jobs,
     })
 }
 
@@ -121,10 +124,12 @@ pub async fn run_api(config: Config) -> anyhow::Result<()> {
 }
 
 pub async fn run_worker(config: Config) -> anyhow::Result<()> {
+    worker_process::check_tesseract(config.tesseract_enabled)?;
     let db = db::connect_lazy(&config).context("DATABASE_URL: invalid")?;
+    let storage = Storage::open(&config.storage)?;
     let shutdown = CancellationToken::new();
     tokio::spawn(shutdown_on_signal(shutdown.clone()));
-    worker_process::run(&config, db, shutdown).await
+    worker_process::run(WorkerSetup::from_config(&config, db, storage), shutdown).await
 }
 
 /// The whole system in one process: migrations, API and worker, with the
@@ -134,8 +139,9 @@ pub async fn run_all_in_one(config: Config) -> anyhow::Result<()> {
     db::migrate(&state.db).await.context("running migrations")?;
     let shutdown = CancellationToken::new();
     tokio::spawn(shutdown_on_signal(shutdown.clone()));
-    let config = Arc::clone(&state.config);
-    let worker = worker_process::run(&config, state.db.clone(), shutdown.clone());
+    worker_process::check_tesseract(state.config.tesseract_enabled)?;
+    let setup = WorkerSetup::from_config(&state.config, state.db.clone(), state.storage.clone());
+    let worker = worker_process::run(setup, shutdown.clone());
     let api = serve_api(state, shutdown.clone());
     let (api, worker) = tokio::join!(
         async {

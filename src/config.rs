@@ -98,6 +98,16 @@ pub struct Config {
     /// The URL clients reach the API at, for links we hand out; unset: the
     /// request's Host header over http.
     pub public_base_url: Option<Url>,
+    /// Jobs one worker process runs at once.
+    pub worker_concurrency: usize,
+    /// How long an Idempotency-Key keeps naming its job.
+    pub idempotency_ttl: Duration,
+    /// Wall-clock limit of one extraction (the child is killed past it).
+    pub extract_timeout: Duration,
+    /// Limit of one OCR run; past it the attempt fails as transient.
+    pub ocr_timeout: Duration,
+    /// How long finished queue entries are kept before pruning.
+    pub queue_retention: Duration,
 }
 
 /// Why start-up stopped: names the variable and what is wrong with it.
@@ -230,6 +240,26 @@ impl Config {
             ));
         }
 
+        let positive_secs = |var: &'static str, default: u64| -> Result<Duration, ConfigError> {
+            let secs: u64 = env.parsed_or(var, default)?;
+            if secs == 0 {
+                return Err(ConfigError::new(var, "must be positive"));
+            }
+            Ok(Duration::from_secs(secs))
+        };
+        let default_concurrency = std::thread::available_parallelism().map_or(2, usize::from);
+        let worker_concurrency: usize = env.parsed_or("WORKER_CONCURRENCY", default_concurrency)?;
+        if !(1..=256).contains(&worker_concurrency) {
+            return Err(ConfigError::new(
+                "WORKER_CONCURRENCY",
+                "must be between 1 and 256",
+            ));
+        }
+        let idempotency_ttl = positive_secs("IDEMPOTENCY_TTL_SECS", 24 * 3600)?;
+        let extract_timeout = positive_secs("EXTRACT_TIMEOUT_SECS", 180)?;
+        let ocr_timeout = positive_secs("OCR_TIMEOUT_SECS", 60)?;
+        let queue_retention = positive_secs("QUEUE_RETENTION_SECS", 24 * 3600)?;
+
         Ok(Self {
             bind_addr: env.parsed_or("BIND_ADDR", SocketAddr::from(([127, 0, 0, 1], 8000)))?,
             database_url: Secret::new(
@@ -275,6 +305,11 @@ impl Config {
                         })
                 })
                 .transpose()?,
+            worker_concurrency,
+            idempotency_ttl,
+            extract_timeout,
+            ocr_timeout,
+            queue_retention,
         })
     }
 }

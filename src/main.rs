@@ -28,6 +28,25 @@ enum Command {
     AllInOne,
     /// Apply database migrations and exit.
     Migrate,
+    /// Extract metadata and text from one file and print the result as JSON
+    /// (what the worker runs, sandboxed, for every job).
+    Extract {
+        path: std::path::PathBuf,
+        /// The file's type; detected from its content when omitted.
+        #[arg(long)]
+        content_type: Option<String>,
+        /// Skip OCR of images.
+        #[arg(long)]
+        no_ocr: bool,
+        #[arg(long, default_value_t = 60)]
+        ocr_timeout_secs: u64,
+        /// Address-space limit the process sets on itself before reading.
+        #[arg(long, default_value_t = 2 * 1024 * 1024 * 1024)]
+        address_space_bytes: u64,
+        /// CPU-time limit the process sets on itself before reading.
+        #[arg(long, default_value_t = 120)]
+        cpu_seconds: u64,
+    },
     /// Manage accounts.
     User {
         #[command(subcommand)]
@@ -54,6 +73,26 @@ enum UserCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Extraction needs no configuration (it is run by the worker, with none
+    // of the service's secrets), so it is handled before config is loaded.
+    if let Command::Extract {
+        path,
+        content_type,
+        no_ocr,
+        ocr_timeout_secs,
+        address_space_bytes,
+        cpu_seconds,
+    } = &cli.command
+    {
+        return extract(
+            path,
+            content_type.as_deref(),
+            !no_ocr,
+            *ocr_timeout_secs,
+            *address_space_bytes,
+            *cpu_seconds,
+        );
+    }
     let config = match Config::from_env() {
         Ok(config) => config,
         Err(err) => {
@@ -75,6 +114,7 @@ fn main() -> ExitCode {
             Command::Worker => app::run_worker(config).await.map(|()| None),
             Command::AllInOne => app::run_all_in_one(config).await.map(|()| None),
             Command::Migrate => app::run_migrate(config).await.map(|()| None),
+            Command::Extract { .. } => unreachable!("handled before configuration is loaded"),
             Command::User { command } => match command {
                 UserCommand::Create { email, admin } => {
                     let password = read_password()?;
@@ -99,6 +139,45 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn extract(
+    path: &std::path::Path,
+    content_type: Option<&str>,
+    ocr: bool,
+    ocr_timeout_secs: u64,
+    address_space_bytes: u64,
+    cpu_seconds: u64,
+) -> ExitCode {
+    let kind = match content_type {
+        Some(declared) => declared.parse::<docflow_worker::ContentKind>(),
+        None => std::fs::read(path)
+            .map_err(|e| docflow_worker::UnsupportedContentType(e.to_string()))
+            .and_then(|bytes| {
+                docflow::documents::identify(
+                    &bytes[..bytes.len().min(docflow::documents::SNIFF_LEN)],
+                    None,
+                )
+                .map_err(|e| docflow_worker::UnsupportedContentType(e.0))
+            }),
+    };
+    let kind = match kind {
+        Ok(kind) => kind,
+        Err(err) => {
+            eprintln!("{err}");
+            return ExitCode::from(2);
+        }
+    };
+    let limits = docflow_worker::Limits {
+        ocr: ocr.then(|| docflow_worker::OcrOptions {
+            language: "eng".to_owned(),
+            timeout: std::time::Duration::from_secs(ocr_timeout_secs),
+        }),
+        ..docflow_worker::Limits::default()
+    };
+    let code =
+        docflow::extraction::run_child(path, kind, address_space_bytes, cpu_seconds, &limits);
+    ExitCode::from(u8::try_from(code).unwrap_or(1))
 }
 
 fn read_password() -> anyhow::Result<String> {

@@ -15,10 +15,13 @@ use url::Url;
 
 use crate::config::StorageConfig;
 
-/// Objects larger than this are written with a multipart upload, in parts of
-/// this size; smaller ones with a single PUT. It is also the most an upload
-/// holds in memory (S3 needs parts of at least 5 MiB).
-const PART_SIZE: usize = 8 * 1024 * 1024;
+/// Objects larger than the part size are written with a multipart upload,
+/// in parts of that size; smaller ones with a single PUT. Together with the
+/// number of parts in flight this bounds what an upload holds in memory.
+/// S3 requires parts of at least 5 MiB; the local store has no minimum.
+const S3_PART_SIZE: usize = 5 * 1024 * 1024;
+const LOCAL_PART_SIZE: usize = 1024 * 1024;
+const PARTS_IN_FLIGHT: usize = 2;
 
 #[derive(Clone)]
 pub struct Storage {
@@ -87,10 +90,16 @@ impl Storage {
     }
 
     /// A streaming writer for `key`: a single PUT for small objects, a
-    /// multipart upload past [`PART_SIZE`], never more than one part in
-    /// memory. Call `shutdown` to complete it or `abort` to discard it.
+    /// multipart upload past the part size, never more than a few parts
+    /// in memory. Call `shutdown` to complete it or `abort` to discard it.
     pub fn writer(&self, key: &str, content_type: &str, content_disposition: &str) -> BufWriter {
-        let writer = BufWriter::with_capacity(self.store.clone(), Path::from(key), PART_SIZE);
+        let part_size = if self.signer.is_some() {
+            S3_PART_SIZE
+        } else {
+            LOCAL_PART_SIZE
+        };
+        let writer = BufWriter::with_capacity(self.store.clone(), Path::from(key), part_size)
+            .with_max_concurrency(PARTS_IN_FLIGHT);
         if self.signer.is_some() {
             // Served by S3 itself on presigned downloads. The local store
             // does not keep attributes; our own download route sets them.

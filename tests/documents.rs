@@ -3,97 +3,14 @@
 
 mod common;
 
-use std::io::Cursor;
-
-use common::{S3Server, TestApp, Tokens, assert_error, files_under};
+use common::{
+    S3Server, TestApp, Tokens, assert_error, files_under, get, jpeg, pdf, png, sha256_hex, upload,
+};
 use reqwest::{StatusCode, multipart};
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 use sqlx::PgPool;
 
 const MIB: usize = 1024 * 1024;
-
-fn png() -> Vec<u8> {
-    let img = image::RgbImage::from_fn(64, 48, |x, y| image::Rgb([x as u8 * 4, y as u8 * 5, 128]));
-    let mut out = Cursor::new(Vec::new());
-    img.write_to(&mut out, image::ImageFormat::Png)
-        .expect("png");
-    out.into_inner()
-}
-
-fn jpeg() -> Vec<u8> {
-    let img = image::RgbImage::from_fn(64, 48, |x, y| image::Rgb([200, x as u8 * 3, y as u8 * 2]));
-    let mut out = Cursor::new(Vec::new());
-    img.write_to(&mut out, image::ImageFormat::Jpeg)
-        .expect("jpeg");
-    out.into_inner()
-}
-
-/// A small, valid one-page PDF with a text layer.
-fn pdf() -> Vec<u8> {
-    let content = "BT /F1 24 Tf 72 720 Td (Hello DocFlow) Tj ET";
-    let objects = [
-        "<< /Type /Catalog /Pages 2 0 R >>".to_owned(),
-        "<< /Type /Pages /Kids [3 0 R] /Count 1 >>".to_owned(),
-        "<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R /Resources << /Font << /F1 5 0 R >> >> >>".to_owned(),
-        format!("<< /Length {} >>\nstream\n{content}\nendstream", content.len()),
-        "<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>".to_owned(),
-    ];
-    let mut out = b"%PDF-1.4\n".to_vec();
-    let mut offsets = Vec::new();
-    for (i, object) in objects.iter().enumerate() {
-        offsets.push(out.len());
-        out.extend_from_slice(format!("{} 0 obj\n{object}\nendobj\n", i + 1).as_bytes());
-    }
-    let xref = out.len();
-    out.extend_from_slice(
-        format!("xref\n0 {}\n0000000000 65535 f \n", objects.len() + 1).as_bytes(),
-    );
-    for offset in offsets {
-        out.extend_from_slice(format!("{offset:010} 00000 n \n").as_bytes());
-    }
-    out.extend_from_slice(
-        format!(
-            "trailer\n<< /Size {} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n",
-            objects.len() + 1
-        )
-        .as_bytes(),
-    );
-    out
-}
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
-}
-
-async fn upload(
-    app: &TestApp,
-    tokens: &Tokens,
-    bytes: Vec<u8>,
-    filename: &str,
-    declared: &str,
-) -> reqwest::Response {
-    let part = multipart::Part::bytes(bytes)
-        .file_name(filename.to_owned())
-        .mime_str(declared)
-        .expect("mime");
-    app.client
-        .post(app.url("/api/v1/documents/upload"))
-        .bearer_auth(&tokens.access)
-        .multipart(multipart::Form::new().part("file", part))
-        .send()
-        .await
-        .expect("request")
-}
-
-async fn get(app: &TestApp, tokens: &Tokens, path: &str) -> reqwest::Response {
-    app.client
-        .get(app.url(path))
-        .bearer_auth(&tokens.access)
-        .send()
-        .await
-        .expect("request")
-}
 
 async fn download_url(app: &TestApp, tokens: &Tokens, id: &str) -> String {
     let response = get(app, tokens, &format!("/api/v1/documents/{id}/download-url")).await;
@@ -243,7 +160,7 @@ async fn large_uploads_use_multipart_on_s3_and_refusals_leave_nothing(db: PgPool
     let app = TestApp::spawn_with(db, &overrides).await;
     let tokens = app.signed_in("bob@example.com").await;
 
-    // 19 MiB: three 8 MiB parts' worth, so a real multipart upload.
+    // 19 MiB: four 5 MiB parts, so a real multipart upload.
     let mut big = pdf();
     big.resize(19 * MIB, b'x');
     let response = upload(&app, &tokens, big.clone(), "big.pdf", "application/pdf").await;

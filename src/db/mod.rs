@@ -1,7 +1,11 @@
 //! Postgres access. One module per table or aggregate; every function takes an
 //! executor or `&mut PgConnection`, so callers decide the transaction.
 
+pub mod dead_letter_jobs;
 pub mod documents;
+pub mod job_events;
+pub mod jobs;
+pub mod processing_results;
 pub mod refresh_tokens;
 pub mod users;
 
@@ -26,8 +30,14 @@ pub fn connect_lazy(config: &Config) -> Result<PgPool, sqlx::Error> {
         .connect_lazy_with(options.application_name("docflow")))
 }
 
-pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
-    MIGRATOR.run(pool).await
+/// Applies our migrations, then apalis-postgres's (kept in its own schema
+/// and its own migrations table, `apalis._sqlx_migrations`).
+pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
+    MIGRATOR.run(pool).await?;
+    apalis_postgres::PostgresStorage::<()>::setup(pool)
+        .await
+        .map_err(|e| anyhow::anyhow!("apalis-postgres migrations: {e}"))?;
+    Ok(())
 }
 
 /// The name of the constraint a statement violated, if it was a unique

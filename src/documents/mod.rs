@@ -16,7 +16,7 @@ use sqlx::PgPool;
 use tokio::io::AsyncWriteExt;
 use url::Url;
 
-pub use content::{SNIFF_LEN, Unsupported};
+pub use content::{SNIFF_LEN, Unsupported, identify};
 pub use links::{LinkError, LinkSigner};
 
 use crate::{
@@ -43,6 +43,9 @@ pub enum DocumentError {
     Body(#[source] BodyError),
     #[error(transparent)]
     Link(#[from] LinkError),
+    /// A job is processing the document right now.
+    #[error("a job is processing this document")]
+    Busy,
     #[error("object storage is unavailable: {0}")]
     Storage(#[from] object_store::Error),
     #[error(transparent)]
@@ -301,9 +304,20 @@ impl DocumentService {
     /// no longer exists for anyone; an object left by a failed delete is
     /// logged and unreachable.
     pub async fn delete(&self, owner: UserId, id: DocumentId) -> Result<(), DocumentError> {
-        let document = db::documents::delete_owned(&self.db, owner, id)
+        let mut tx = self.db.begin().await?;
+        // Lock the document row first: a worker's job transition does not
+        // touch it, so this only orders deletes among themselves; then refuse
+        // while a job is mid-run, since its result would point at nothing.
+        db::documents::find_owned(&mut *tx, owner, id)
             .await?
             .ok_or(DocumentError::NotFound)?;
+        if db::jobs::document_is_processing(&mut *tx, id).await? {
+            return Err(DocumentError::Busy);
+        }
+        let document = db::documents::delete_owned(&mut *tx, owner, id)
+            .await?
+            .ok_or(DocumentError::NotFound)?;
+        tx.commit().await?;
         if let Err(err) = self.storage.delete(&document.storage_key).await {
             tracing::error!(error = %err, key = document.storage_key, "document row deleted but its object was not");
         }

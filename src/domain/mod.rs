@@ -3,11 +3,13 @@
 
 mod document;
 mod email;
+mod job;
 mod password;
 mod user;
 
 pub use document::{DocumentId, Filename};
 pub use email::Email;
+pub use job::{FailureReason, IdempotencyKey, JobEventKind, JobId, JobStatus};
 pub use password::Password;
 pub use user::{Role, UserId};
 

@@ -28,7 +28,7 @@ use tower_http::{
 
 use crate::{
     auth::AuthService, config::Config, documents::DocumentService, ephemeral::Ephemeral,
-    storage::Storage,
+    jobs::JobService, storage::Storage,
 };
 use error::ApiError;
 
@@ -44,6 +44,7 @@ pub struct AppState {
     pub storage: Storage,
     pub auth: AuthService,
     pub documents: DocumentService,
+    pub jobs: JobService,
 }
 
 /// The documented API routes, before state and middleware: shared by the
@@ -53,6 +54,8 @@ fn api_routes() -> ApiRouter<AppState> {
         .nest("/api/v1/auth", routes::auth::router())
         .nest("/api/v1/health", routes::health::router())
         .nest("/api/v1/documents", routes::documents::router())
+        .nest("/api/v1/jobs", routes::jobs::router())
+        .nest("/api/v1/admin", routes::admin::router())
 }
 
 /// The OpenAPI document, exactly as `/openapi.json` serves it.

@@ -35,6 +35,7 @@ pub struct TestApp {
     pub db: PgPool,
     /// The local store's root (when the app uses the local store).
     pub storage_dir: std::path::PathBuf,
+    pub state: docflow::http::AppState,
     shutdown: CancellationToken,
     _storage_dir: tempfile::TempDir,
 }
@@ -74,6 +75,10 @@ impl TestApp {
             }
         }
         let config = Config::from_map(&vars).expect("test config");
+        // #[sqlx::test] applied our migrations; the queue's are apalis's own.
+        apalis_postgres::PostgresStorage::<()>::setup(&db)
+            .await
+            .expect("apalis-postgres migrations");
         let state = build_state_with_db(config, Topology::Replicated, db.clone())
             .await
             .expect("state");
@@ -81,7 +86,7 @@ impl TestApp {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let shutdown = CancellationToken::new();
-        let router = http::router(state);
+        let router = http::router(state.clone());
         tokio::spawn(http::serve(
             listener,
             router,
@@ -94,9 +99,29 @@ impl TestApp {
             client: reqwest::Client::new(),
             db,
             storage_dir: storage_dir.path().to_path_buf(),
+            state,
             shutdown,
             _storage_dir: storage_dir,
         }
+    }
+
+    /// Runs a worker in this process (extracting in real `docflow extract`
+    /// children) until the app is dropped.
+    pub fn start_worker(&self) {
+        let config = &self.state.config;
+        let mut setup = docflow::worker_process::WorkerSetup::from_config(
+            config,
+            self.db.clone(),
+            self.state.storage.clone(),
+        );
+        setup.sandbox.program = Some(env!("CARGO_BIN_EXE_docflow").into());
+        setup.metrics_addr = "127.0.0.1:0".parse().expect("addr");
+        let shutdown = self.shutdown.clone();
+        tokio::spawn(async move {
+            if let Err(err) = docflow::worker_process::run(setup, shutdown).await {
+                panic!("worker failed: {err:#}");
+            }
+        });
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -246,6 +271,95 @@ impl Drop for S3Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+// ---- fixtures and request helpers shared by the document and job tests ----
+
+use std::io::Cursor;
+
+use reqwest::multipart;
+use sha2::{Digest, Sha256};
+
+pub fn png() -> Vec<u8> {
+    let img = image::RgbImage::from_fn(64, 48, |x, y| image::Rgb([x as u8 * 4, y as u8 * 5, 128]));
+    let mut out = Cursor::new(Vec::new());
+    img.write_to(&mut out, image::ImageFormat::Png)
+        .expect("png");
+    out.into_inner()
+}
+
+pub fn jpeg() -> Vec<u8> {
+    let img = image::RgbImage::from_fn(64, 48, |x, y| image::Rgb([200, x as u8 * 3, y as u8 * 2]));
+    let mut out = Cursor::new(Vec::new());
+    img.write_to(&mut out, image::ImageFormat::Jpeg)
+        .expect("jpeg");
+    out.into_inner()
+}
+
+/// A small, valid one-page PDF with a text layer.
+pub fn pdf() -> Vec<u8> {
+    let content = "BT /F1 24 Tf 72 720 Td (Hello DocFlow) Tj ET";
+    let objects = [
+        "<< /Type /Catalog /Pages 2 0 R >>".to_owned(),
+        "<< /Type /Pages /Kids [3 0 R] /Count 1 >>".to_owned(),
+        "<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R /Resources << /Font << /F1 5 0 R >> >> >>".to_owned(),
+        format!("<< /Length {} >>\nstream\n{content}\nendstream", content.len()),
+        "<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>".to_owned(),
+    ];
+    let mut out = b"%PDF-1.4\n".to_vec();
+    let mut offsets = Vec::new();
+    for (i, object) in objects.iter().enumerate() {
+        offsets.push(out.len());
+        out.extend_from_slice(format!("{} 0 obj\n{object}\nendobj\n", i + 1).as_bytes());
+    }
+    let xref = out.len();
+    out.extend_from_slice(
+        format!("xref\n0 {}\n0000000000 65535 f \n", objects.len() + 1).as_bytes(),
+    );
+    for offset in offsets {
+        out.extend_from_slice(format!("{offset:010} 00000 n \n").as_bytes());
+    }
+    out.extend_from_slice(
+        format!(
+            "trailer\n<< /Size {} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n",
+            objects.len() + 1
+        )
+        .as_bytes(),
+    );
+    out
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+pub async fn upload(
+    app: &TestApp,
+    tokens: &Tokens,
+    bytes: Vec<u8>,
+    filename: &str,
+    declared: &str,
+) -> reqwest::Response {
+    let part = multipart::Part::bytes(bytes)
+        .file_name(filename.to_owned())
+        .mime_str(declared)
+        .expect("mime");
+    app.client
+        .post(app.url("/api/v1/documents/upload"))
+        .bearer_auth(&tokens.access)
+        .multipart(multipart::Form::new().part("file", part))
+        .send()
+        .await
+        .expect("request")
+}
+
+pub async fn get(app: &TestApp, tokens: &Tokens, path: &str) -> reqwest::Response {
+    app.client
+        .get(app.url(path))
+        .bearer_auth(&tokens.access)
+        .send()
+        .await
+        .expect("request")
 }
 
 pub struct Tokens {

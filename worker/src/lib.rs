@@ -1,75 +1,80 @@
 //! DocFlow's document-processing engine: the code that reads untrusted
 //! uploads. It has no database, network or configuration of its own, so it
-//! can run in a sandboxed child process and be fuzzed on its own.
+//! runs in a sandboxed child process (`docflow extract`) and can be fuzzed
+//! on its own.
 
-use std::{fmt, str::FromStr};
+mod content_kind;
+pub mod image;
+pub mod pdf;
+pub mod result;
+pub mod text;
 
-/// The kinds of document DocFlow has an extractor for. An upload whose
-/// content is not one of these is refused before it reaches a worker.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum ContentKind {
-    Pdf,
-    Png,
-    Jpeg,
-    Text,
+use std::{path::Path, time::Duration};
+
+pub use content_kind::{ContentKind, UnsupportedContentType};
+pub use result::ExtractionResult;
+use serde::{Deserialize, Serialize};
+
+/// Why extraction failed. Transient failures are worth retrying (a busy
+/// machine timed out OCR); permanent ones never are (corrupt or encrypted
+/// files, unsupported content).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "message", rename_all = "snake_case")]
+pub enum ExtractError {
+    #[error("{0}")]
+    Transient(String),
+    #[error("{0}")]
+    Permanent(String),
 }
 
-impl ContentKind {
-    pub const ALL: [Self; 4] = [Self::Pdf, Self::Png, Self::Jpeg, Self::Text];
+/// OCR settings; `None` in [`Limits::ocr`] turns OCR off.
+#[derive(Debug, Clone)]
+pub struct OcrOptions {
+    pub language: String,
+    pub timeout: Duration,
+}
 
-    /// The canonical MIME type.
-    pub fn mime(self) -> &'static str {
-        match self {
-            Self::Pdf => "application/pdf",
-            Self::Png => "image/png",
-            Self::Jpeg => "image/jpeg",
-            Self::Text => "text/plain",
+/// Bounds on the work one document may cause.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Largest size any single PDF stream may inflate to.
+    pub max_decompressed_bytes: usize,
+    pub max_pdf_pages: usize,
+    /// Images above this many pixels are refused before decoding.
+    pub max_image_pixels: u64,
+    pub ocr: Option<OcrOptions>,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_decompressed_bytes: 64 * 1024 * 1024,
+            max_pdf_pages: 2_000,
+            max_image_pixels: 50_000_000,
+            ocr: Some(OcrOptions {
+                language: "eng".into(),
+                timeout: Duration::from_secs(60),
+            }),
         }
     }
 }
 
-impl fmt::Display for ContentKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.mime())
-    }
-}
-
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error(
-    "no extractor for content type {0:?} (supported: application/pdf, image/png, image/jpeg, text/plain)"
-)]
-pub struct UnsupportedContentType(pub String);
-
-impl FromStr for ContentKind {
-    type Err = UnsupportedContentType;
-
-    /// Accepts a MIME type with optional parameters (`text/plain; charset=utf-8`),
-    /// case-insensitively.
-    fn from_str(raw: &str) -> Result<Self, Self::Err> {
-        let essence = raw
-            .split(';')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_ascii_lowercase();
-        Self::ALL
-            .into_iter()
-            .find(|kind| kind.mime() == essence)
-            .ok_or_else(|| UnsupportedContentType(raw.to_owned()))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_mime_types_with_parameters() {
-        assert_eq!("application/pdf".parse(), Ok(ContentKind::Pdf));
-        assert_eq!("Text/Plain; charset=utf-8".parse(), Ok(ContentKind::Text));
-        assert!("application/x-msdownload".parse::<ContentKind>().is_err());
-        for kind in ContentKind::ALL {
-            assert_eq!(kind.mime().parse(), Ok(kind));
+/// Extracts metadata and text from the file at `path`.
+pub fn extract(
+    path: &Path,
+    kind: ContentKind,
+    limits: &Limits,
+) -> Result<ExtractionResult, ExtractError> {
+    match kind {
+        ContentKind::Pdf => pdf::extract(path, limits).map(ExtractionResult::Pdf),
+        ContentKind::Png | ContentKind::Jpeg => {
+            image::extract(path, limits).map(ExtractionResult::Image)
+        }
+        ContentKind::Text => {
+            let bytes = std::fs::read(path).map_err(|e| {
+                ExtractError::Transient(format!("cannot read the downloaded file: {e}"))
+            })?;
+            text::extract(&bytes).map(ExtractionResult::Text)
         }
     }
 }

@@ -59,6 +59,7 @@ pub fn router() -> ApiRouter<AppState> {
             get_with(get_download_url, download_url_docs),
         )
         .api_route("/{id}/content", get_with(download_content, content_docs))
+        .api_route("/{id}/result", get_with(get_document_result, result_docs))
         .with_path_items(|item| item.tag("documents"))
 }
 
@@ -100,6 +101,11 @@ impl From<DocumentError> for ApiError {
                     "File storage is temporarily unavailable; try again shortly.",
                 )
             }
+            DocumentError::Busy => ApiError::new(
+                StatusCode::CONFLICT,
+                "document_busy",
+                "A job is processing this document; delete it once the job has finished.",
+            ),
             DocumentError::Database(err) => ApiError::internal(err),
         }
     }
@@ -469,5 +475,27 @@ fn content_docs(op: TransformOperation) -> TransformOperation {
             .summary("The file behind a signed local-store link (no bearer token)")
             .response_with::<200, (), _>(|r| r.description("The file's bytes")),
         &[403, 404, 503],
+    )
+}
+
+async fn get_document_result(
+    State(state): State<AppState>,
+    CurrentUser(user): CurrentUser,
+    Path(path): Path<DocumentPath>,
+) -> Result<Json<crate::http::routes::jobs::ResultOut>, ApiError> {
+    let stored = state
+        .jobs
+        .latest_result(user.user_id, DocumentId(path.id))
+        .await?;
+    Ok(Json(stored.try_into()?))
+}
+
+fn result_docs(op: TransformOperation) -> TransformOperation {
+    error_responses(
+        op.id("get_document_result")
+            .summary("The latest extraction result for a document")
+            .description("404 until a job for the document has succeeded.")
+            .response::<200, Json<crate::http::routes::jobs::ResultOut>>(),
+        &[404],
     )
 }

@@ -1,0 +1,56 @@
+//! The `job_events` table: each job's numbered status history.
+
+use chrono::{DateTime, Utc};
+use sqlx::{PgConnection, PgExecutor};
+
+use crate::domain::{JobEventKind, JobId};
+
+#[derive(Debug, Clone)]
+pub struct JobEvent {
+    pub job_id: JobId,
+    pub seq: i32,
+    pub status: String,
+    pub attempts: i32,
+    pub error: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Appends the next event. Callers hold the job's row lock (or created the
+/// job in this transaction), so sequence numbers cannot race.
+pub async fn append(
+    conn: &mut PgConnection,
+    job_id: JobId,
+    kind: JobEventKind,
+    attempts: i32,
+    error: Option<&str>,
+) -> Result<JobEvent, sqlx::Error> {
+    sqlx::query_as!(
+        JobEvent,
+        r#"INSERT INTO job_events (job_id, seq, status, attempts, error)
+           VALUES ($1, (SELECT coalesce(max(seq), 0) + 1 FROM job_events WHERE job_id = $1), $2, $3, $4)
+           RETURNING job_id AS "job_id: JobId", seq, status, attempts, error, created_at"#,
+        job_id.0,
+        kind.as_str(),
+        attempts,
+        error,
+    )
+    .fetch_one(conn)
+    .await
+}
+
+/// Events after `after_seq`, in order.
+pub async fn list_after(
+    db: impl PgExecutor<'_>,
+    job_id: JobId,
+    after_seq: i32,
+) -> Result<Vec<JobEvent>, sqlx::Error> {
+    sqlx::query_as!(
+        JobEvent,
+        r#"SELECT job_id AS "job_id: JobId", seq, status, attempts, error, created_at
+           FROM job_events WHERE job_id = $1 AND seq > $2 ORDER BY seq"#,
+        job_id.0,
+        after_seq,
+    )
+    .fetch_all(db)
+    .await
+}

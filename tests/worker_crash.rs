@@ -1,0 +1,195 @@
+//! The worker as separate `docflow worker` processes: a worker killed with
+//! SIGKILL mid-job loses nothing (another finishes the job, writing its result
+//! once), and SIGTERM drains (the running job finishes, nothing new starts).
+
+mod common;
+
+use std::{
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use common::{TestApp, Tokens, get, upload};
+use serde_json::{Value, json};
+use sqlx::PgPool;
+
+struct Worker(Child);
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+async fn database_url(db: &PgPool) -> String {
+    let name: String = sqlx::query_scalar("SELECT current_database()")
+        .fetch_one(db)
+        .await
+        .expect("name");
+    let mut url =
+        url::Url::parse(&std::env::var("DATABASE_URL").expect("DATABASE_URL")).expect("url");
+    url.set_path(&name);
+    url.to_string()
+}
+
+async fn spawn_worker(app: &TestApp) -> Worker {
+    let child = Command::new(env!("CARGO_BIN_EXE_docflow"))
+        .arg("worker")
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("JWT_SECRET", common::JWT_SECRET)
+        .env("DATABASE_URL", database_url(&app.db).await)
+        .env("STORAGE_URL", &app.storage_dir)
+        .env("WORKER_METRICS_ADDR", format!("127.0.0.1:{}", free_port()))
+        .env("WORKER_CONCURRENCY", "1")
+        .env("OCR_TIMEOUT_SECS", "120")
+        .current_dir(std::env::temp_dir())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn worker");
+    Worker(child)
+}
+
+/// An image tesseract chews on for several seconds.
+fn slow_image() -> Vec<u8> {
+    let mut state: u32 = 0x9e37_79b9;
+    let img = image::GrayImage::from_fn(1800, 1800, |_, _| {
+        state ^= state << 13;
+        state ^= state >> 17;
+        state ^= state << 5;
+        image::Luma([(state & 0xff) as u8])
+    });
+    let mut out = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut out, image::ImageFormat::Png)
+        .expect("png");
+    out.into_inner()
+}
+
+async fn create_job(app: &TestApp, tokens: &Tokens, document_id: &str) -> String {
+    let job: Value = app
+        .client
+        .post(app.url("/api/v1/jobs"))
+        .bearer_auth(&tokens.access)
+        .json(&json!({ "document_id": document_id }))
+        .send()
+        .await
+        .expect("request")
+        .json()
+        .await
+        .expect("json");
+    job["id"].as_str().expect("id").to_owned()
+}
+
+async fn job(app: &TestApp, tokens: &Tokens, id: &str) -> Value {
+    get(app, tokens, &format!("/api/v1/jobs/{id}"))
+        .await
+        .json()
+        .await
+        .expect("json")
+}
+
+async fn wait_for(
+    app: &TestApp,
+    tokens: &Tokens,
+    id: &str,
+    status: &str,
+    within: Duration,
+) -> Value {
+    let deadline = Instant::now() + within;
+    loop {
+        let current = job(app, tokens, id).await;
+        if current["status"] == status {
+            return current;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "job not {status} after {within:?}: {current}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn upload_slow(app: &TestApp, tokens: &Tokens) -> String {
+    let document: Value = upload(app, tokens, slow_image(), "slow.png", "image/png")
+        .await
+        .json()
+        .await
+        .expect("json");
+    document["id"].as_str().expect("id").to_owned()
+}
+
+#[sqlx::test]
+async fn a_killed_worker_loses_nothing(db: PgPool) {
+    let app = TestApp::spawn(db).await;
+    let tokens = app.signed_in("alice@example.com").await;
+    let doc = upload_slow(&app, &tokens).await;
+
+    let mut first = spawn_worker(&app).await;
+    let id = create_job(&app, &tokens, &doc).await;
+    wait_for(&app, &tokens, &id, "processing", Duration::from_secs(20)).await;
+    first.0.kill().expect("SIGKILL");
+    first.0.wait().expect("reaped");
+
+    let _second = spawn_worker(&app).await;
+    let done = wait_for(&app, &tokens, &id, "succeeded", Duration::from_secs(90)).await;
+    assert_eq!(done["attempts"], 2, "the killed attempt counts: {done}");
+    let results: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM processing_results WHERE job_id = $1::uuid")
+            .bind(&id)
+            .fetch_one(&app.db)
+            .await
+            .expect("count");
+    assert_eq!(results, 1);
+}
+
+#[sqlx::test]
+async fn sigterm_drains_the_running_job_and_claims_no_more(db: PgPool) {
+    let app = TestApp::spawn(db).await;
+    let tokens = app.signed_in("bob@example.com").await;
+    let doc = upload_slow(&app, &tokens).await;
+
+    let mut worker = spawn_worker(&app).await;
+    let running = create_job(&app, &tokens, &doc).await;
+    wait_for(
+        &app,
+        &tokens,
+        &running,
+        "processing",
+        Duration::from_secs(20),
+    )
+    .await;
+    let status = Command::new("kill")
+        .args(["-TERM", &worker.0.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let later = create_job(&app, &tokens, &doc).await;
+
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let exit = loop {
+        if let Some(exit) = worker.0.try_wait().expect("wait") {
+            break exit;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "worker did not exit after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(exit.success(), "{exit:?}");
+    assert_eq!(job(&app, &tokens, &running).await["status"], "succeeded");
+    let untouched = job(&app, &tokens, &later).await;
+    assert_eq!(untouched["status"], "queued", "{untouched}");
+    assert_eq!(untouched["attempts"], 0);
+}

@@ -1,0 +1,199 @@
+//! Images: header facts read before anything is decoded (so a decompression
+//! bomb is refused for the price of its header), EXIF orientation and DPI,
+//! and OCR through tesseract.
+
+use std::{fs::File, io::BufReader, path::Path, time::Duration};
+
+use image::{ImageDecoder, ImageReader};
+
+use crate::{
+    ExtractError, Limits,
+    result::{ImageExtraction, OcrSummary, TextCounts},
+};
+
+/// What tesseract assumes when an image records no resolution.
+const DEFAULT_DPI: u32 = 300;
+
+pub fn extract(path: &Path, limits: &Limits) -> Result<ImageExtraction, ExtractError> {
+    let reader = ImageReader::open(path)
+        .and_then(ImageReader::with_guessed_format)
+        .map_err(|e| ExtractError::Permanent(format!("cannot read the image: {e}")))?;
+    let format = reader
+        .format()
+        .ok_or_else(|| ExtractError::Permanent("unrecognised image format".into()))?;
+    let mut decoder = reader
+        .into_decoder()
+        .map_err(|e| ExtractError::Permanent(format!("not a readable image: {e}")))?;
+    let (width, height) = decoder.dimensions();
+    let pixels = u64::from(width) * u64::from(height);
+    if pixels > limits.max_image_pixels {
+        return Err(ExtractError::Permanent(format!(
+            "the image is {width}x{height} ({} MP), above the {} MP limit",
+            pixels / 1_000_000,
+            limits.max_image_pixels / 1_000_000
+        )));
+    }
+    let color_type = decoder.color_type();
+    let channels = u16::from(color_type.channel_count());
+    let bit_depth = color_type.bits_per_pixel() / channels.max(1);
+    let exif_orientation = decoder
+        .exif_metadata()
+        .ok()
+        .flatten()
+        .and_then(|raw| exif_orientation(&raw));
+    let format_name = format
+        .extensions_str()
+        .first()
+        .copied()
+        .unwrap_or("image")
+        .replace("jpg", "jpeg");
+    let dpi = match format {
+        image::ImageFormat::Png => png_dpi(path),
+        image::ImageFormat::Jpeg => jpeg_dpi(path),
+        _ => None,
+    };
+
+    let mut result = ImageExtraction {
+        format: format_name,
+        width,
+        height,
+        color_type: format!("{color_type:?}").to_lowercase(),
+        bit_depth,
+        exif_orientation,
+        dpi,
+        text: None,
+        counts: None,
+        ocr: None,
+    };
+    if let Some(ocr) = &limits.ocr {
+        let ocr_dpi = dpi.map_or(DEFAULT_DPI, |[x, _]| x.round().clamp(70.0, 2400.0) as u32);
+        let (text, confidence) = run_tesseract(path, &ocr.language, ocr_dpi, ocr.timeout)?;
+        result.counts = Some(TextCounts::of(&text));
+        result.text = Some(text);
+        result.ocr = Some(OcrSummary {
+            engine: "tesseract".into(),
+            language: ocr.language.clone(),
+            mean_confidence: confidence,
+            dpi: ocr_dpi,
+        });
+    }
+    Ok(result)
+}
+
+fn exif_orientation(raw: &[u8]) -> Option<u16> {
+    let exif = exif::Reader::new().read_raw(raw.to_vec()).ok()?;
+    let field = exif.get_field(exif::Tag::Orientation, exif::In::PRIMARY)?;
+    field.value.get_uint(0).and_then(|v| u16::try_from(v).ok())
+}
+
+/// The pHYs chunk, when its unit is metres.
+fn png_dpi(path: &Path) -> Option<[f64; 2]> {
+    let file = File::open(path).ok()?;
+    let reader = png::Decoder::new(BufReader::new(file)).read_info().ok()?;
+    let dims = reader.info().pixel_dims?;
+    if dims.unit != png::Unit::Meter {
+        return None;
+    }
+    let per_inch = |ppm: u32| f64::from(ppm) * 0.0254;
+    Some([per_inch(dims.xppu), per_inch(dims.yppu)])
+}
+
+/// EXIF resolution, else the JFIF header's density.
+fn jpeg_dpi(path: &Path) -> Option<[f64; 2]> {
+    let file = File::open(path).ok()?;
+    if let Ok(exif) = exif::Reader::new().read_from_container(&mut BufReader::new(file)) {
+        let rational = |tag| {
+            exif.get_field(tag, exif::In::PRIMARY)
+                .and_then(|f| match &f.value {
+                    exif::Value::Rational(v) if !v.is_empty() && v[0].denom != 0 => {
+                        Some(v[0].to_f64())
+                    }
+                    _ => None,
+                })
+        };
+        let unit = exif
+            .get_field(exif::Tag::ResolutionUnit, exif::In::PRIMARY)
+            .and_then(|f| f.value.get_uint(0))
+            .unwrap_or(2);
+        if let (Some(x), Some(y)) = (
+            rational(exif::Tag::XResolution),
+            rational(exif::Tag::YResolution),
+        ) {
+            let scale = if unit == 3 { 2.54 } else { 1.0 };
+            return Some([x * scale, y * scale]);
+        }
+    }
+    let head = std::fs::read(path).ok()?;
+    // APP0 "JFIF\0": version(2) units(1) Xdensity(2) Ydensity(2).
+    let at = head.windows(5).position(|w| w == b"JFIF\0")?;
+    let fields = head.get(at + 7..at + 12)?;
+    let (units, x, y) = (
+        fields[0],
+        u16::from_be_bytes([fields[1], fields[2]]),
+        u16::from_be_bytes([fields[3], fields[4]]),
+    );
+    match units {
+        1 => Some([f64::from(x), f64::from(y)]),
+        2 => Some([f64::from(x) * 2.54, f64::from(y) * 2.54]),
+        _ => None,
+    }
+}
+
+/// Runs tesseract on its own thread so it can be timed out; a timeout is
+/// transient (the machine was busy), a tesseract failure permanent.
+fn run_tesseract(
+    path: &Path,
+    language: &str,
+    dpi: u32,
+    timeout: Duration,
+) -> Result<(String, Option<f64>), ExtractError> {
+    let image = rusty_tesseract::Image::from_path(path)
+        .map_err(|e| ExtractError::Permanent(format!("tesseract cannot take this image: {e}")))?;
+    let args = rusty_tesseract::Args {
+        lang: language.to_owned(),
+        config_variables: std::collections::HashMap::new(),
+        dpi: Some(i32::try_from(dpi).unwrap_or(300)),
+        // Automatic page segmentation with orientation and script detection:
+        // rotated scans read as nothing otherwise.
+        psm: Some(1),
+        oem: Some(3),
+    };
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = sender.send(rusty_tesseract::image_to_data(&image, &args));
+    });
+    let data = match receiver.recv_timeout(timeout) {
+        Ok(Ok(data)) => data,
+        Ok(Err(e)) => return Err(ExtractError::Permanent(format!("tesseract failed: {e}"))),
+        Err(_) => {
+            return Err(ExtractError::Transient(format!(
+                "tesseract did not finish within {}s",
+                timeout.as_secs()
+            )));
+        }
+    };
+    // Level 5 rows are words; rebuild lines from their block/paragraph/line ids.
+    let mut text = String::new();
+    let mut last_line = None;
+    let mut confidences = Vec::new();
+    for word in data
+        .data
+        .iter()
+        .filter(|d| d.level == 5 && !d.text.trim().is_empty())
+    {
+        let line = (word.page_num, word.block_num, word.par_num, word.line_num);
+        match last_line {
+            Some(previous) if previous == line => text.push(' '),
+            Some(_) => text.push('\n'),
+            None => {}
+        }
+        last_line = Some(line);
+        text.push_str(word.text.trim());
+        if word.conf >= 0.0 {
+            confidences.push(f64::from(word.conf));
+        }
+    }
+    let mean = (!confidences.is_empty())
+        .then(|| confidences.iter().sum::<f64>() / confidences.len() as f64);
+    Ok((text, mean))
+}

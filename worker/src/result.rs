@@ -1,0 +1,128 @@
+//! The extraction result: one JSON document per job, with the full text at
+//! `.text` whatever the kind, and a schema per content kind.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ExtractionResult {
+    Pdf(PdfExtraction),
+    Image(ImageExtraction),
+    Text(TextExtraction),
+}
+
+impl ExtractionResult {
+    pub fn text(&self) -> &str {
+        match self {
+            Self::Pdf(pdf) => &pdf.text,
+            Self::Image(image) => image.text.as_deref().unwrap_or(""),
+            Self::Text(text) => &text.text,
+        }
+    }
+}
+
+/// Counts over a text, as a reader would count them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct TextCounts {
+    pub chars: u64,
+    pub words: u64,
+    pub lines: u64,
+}
+
+impl TextCounts {
+    pub fn of(text: &str) -> Self {
+        Self {
+            chars: text.chars().count() as u64,
+            words: text.split_whitespace().count() as u64,
+            lines: if text.is_empty() {
+                0
+            } else {
+                text.lines().count() as u64
+            },
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct PdfExtraction {
+    /// All pages' text, pages separated by a form feed.
+    pub text: String,
+    pub counts: TextCounts,
+    pub page_count: u32,
+    /// The header version, e.g. `1.7`.
+    pub pdf_version: String,
+    /// Encrypted with an empty user password (readable); other encrypted
+    /// files fail the job.
+    pub encrypted: bool,
+    pub info: PdfInfo,
+    pub pages: Vec<PdfPage>,
+    /// 1-based numbers of pages with no extractable text (scans, images).
+    pub pages_without_text: Vec<u32>,
+    /// Pages beyond the page cap were not read.
+    pub truncated: bool,
+}
+
+/// The document information dictionary; dates as RFC 3339.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct PdfInfo {
+    pub title: Option<String>,
+    pub author: Option<String>,
+    pub subject: Option<String>,
+    pub keywords: Option<String>,
+    pub creator: Option<String>,
+    pub producer: Option<String>,
+    pub created_at: Option<String>,
+    pub modified_at: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct PdfPage {
+    /// 1-based.
+    pub number: u32,
+    /// MediaBox width and height in points (1/72 inch).
+    pub width_pt: Option<f64>,
+    pub height_pt: Option<f64>,
+    pub text: String,
+    pub counts: TextCounts,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ImageExtraction {
+    /// `png` or `jpeg`.
+    pub format: String,
+    pub width: u32,
+    pub height: u32,
+    /// e.g. `rgb8`, `rgba8`, `l8`.
+    pub color_type: String,
+    pub bit_depth: u16,
+    /// EXIF orientation 1–8, when present.
+    pub exif_orientation: Option<u16>,
+    /// Horizontal and vertical resolution in dots per inch, when recorded.
+    pub dpi: Option<[f64; 2]>,
+    /// OCR text, when OCR ran.
+    pub text: Option<String>,
+    pub counts: Option<TextCounts>,
+    pub ocr: Option<OcrSummary>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct OcrSummary {
+    pub engine: String,
+    pub language: String,
+    /// Mean word confidence, 0–100.
+    pub mean_confidence: Option<f64>,
+    /// The DPI given to tesseract.
+    pub dpi: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct TextExtraction {
+    pub text: String,
+    pub counts: TextCounts,
+    /// The encoding the bytes were in (e.g. `UTF-8`, `windows-1252`).
+    pub encoding: String,
+    /// ISO 639-3 code of the most likely language, when the guess is reliable.
+    pub language: Option<String>,
+    pub language_confidence: Option<f64>,
+}
