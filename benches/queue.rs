@@ -18,9 +18,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use apalis::prelude::{BackendExt, BoxDynError, TaskBuilder, TaskId, WorkerBuilder, WorkerBuilderExt};
+use apalis::prelude::{
+    BackendExt, BoxDynError, TaskBuilder, TaskId, WorkerBuilder, WorkerBuilderExt,
+};
 use apalis_postgres::{Config as QueueConfig, PostgresStorage};
-use object_store::ObjectStoreExt;
 use docflow::{
     app::{Topology, build_state_with_db},
     config::Config,
@@ -28,6 +29,7 @@ use docflow::{
     domain::{DocumentId, UserId},
     http,
 };
+use object_store::ObjectStoreExt;
 use serde_json::{Value, json};
 use sqlx::{PgPool, postgres::PgPoolOptions};
 use tokio_util::sync::CancellationToken;
@@ -36,61 +38,107 @@ const SECRET: &str = "bench-secret-bench-secret-bench-secret-00";
 const NOOP_QUEUE: &str = "docflow.bench.noop";
 
 fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let admin_url = std::env::var("DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let admin_url = std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
     let db_name = format!("docflow_bench_queue_{}", std::process::id());
     let admin = PgPool::connect(&admin_url).await?;
     // db_name is ours: a fixed prefix and our pid.
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db_name}"))).execute(&admin).await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db_name}")))
+        .execute(&admin)
+        .await?;
     let mut url = url::Url::parse(&admin_url)?;
     url.set_path(&db_name);
-    let pool = PgPoolOptions::new().max_connections(40).connect(url.as_str()).await?;
+    let pool = PgPoolOptions::new()
+        .max_connections(40)
+        .connect(url.as_str())
+        .await?;
     db::migrate(&pool).await?;
 
     let outcome = run(&pool, url.as_str()).await;
     pool.close().await;
-    sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {db_name} WITH (FORCE)"))).execute(&admin).await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE IF EXISTS {db_name} WITH (FORCE)"
+    )))
+    .execute(&admin)
+    .await?;
     outcome
 }
 
 async fn run(pool: &PgPool, url: &str) -> anyhow::Result<()> {
     let cpus = std::thread::available_parallelism().map_or(1, usize::from);
-    println!("machine: {cpus} CPUs; Postgres: {}", server_version(pool).await?);
+    println!(
+        "machine: {cpus} CPUs; Postgres: {}",
+        server_version(pool).await?
+    );
     let tps = pgbench(url)?;
     println!("(d) pgbench TPC-B (scale 10, 8 clients, 15 s): {tps:.0} TPS  [ceiling, ratio 1.00]");
 
     let enqueue = enqueue_through_api(pool, env_usize("BENCH_ENQUEUE_JOBS", 5_000)).await?;
-    println!("(a) enqueue via POST /jobs, 16 clients:        {enqueue:8.0} jobs/s  [{:.2} of pgbench]", enqueue / tps);
+    println!(
+        "(a) enqueue via POST /jobs, 16 clients:        {enqueue:8.0} jobs/s  [{:.2} of pgbench]",
+        enqueue / tps
+    );
 
     let n = env_usize("BENCH_NOOP_JOBS", 20_000);
     for batch in [1, 100] {
         let rate = noop_throughput(pool, n, batch, 2.max(cpus)).await?;
-        let note = if batch == 1 { " (as the worker runs)" } else { "" };
-        println!("(b) trivial handler, {n} jobs, claim batch {batch:3}{note}: {rate:8.0} jobs/s  [{:.2} of pgbench]", rate / tps);
+        let note = if batch == 1 {
+            " (as the worker runs)"
+        } else {
+            ""
+        };
+        println!(
+            "(b) trivial handler, {n} jobs, claim batch {batch:3}{note}: {rate:8.0} jobs/s  [{:.2} of pgbench]",
+            rate / tps
+        );
     }
 
     let n = env_usize("BENCH_PIPELINE_JOBS", 2_000);
     let rate = pipeline_throughput(pool, n).await?;
-    println!("(c) real pipeline, {n} small text documents:   {rate:8.0} jobs/s  [{:.2} of pgbench]", rate / tps);
+    println!(
+        "(c) real pipeline, {n} small text documents:   {rate:8.0} jobs/s  [{:.2} of pgbench]",
+        rate / tps
+    );
     Ok(())
 }
 
 async fn server_version(pool: &PgPool) -> anyhow::Result<String> {
-    Ok(sqlx::query_scalar::<_, String>("SHOW server_version").fetch_one(pool).await?)
+    Ok(sqlx::query_scalar::<_, String>("SHOW server_version")
+        .fetch_one(pool)
+        .await?)
 }
 
 fn pgbench(url: &str) -> anyhow::Result<f64> {
-    let init = std::process::Command::new("pgbench").args(["-i", "-q", "-s", "10", url]).output()?;
-    anyhow::ensure!(init.status.success(), "pgbench -i failed: {}", String::from_utf8_lossy(&init.stderr));
-    let run = std::process::Command::new("pgbench").args(["-c", "8", "-j", "2", "-T", "15", url]).output()?;
-    anyhow::ensure!(run.status.success(), "pgbench failed: {}", String::from_utf8_lossy(&run.stderr));
+    let init = std::process::Command::new("pgbench")
+        .args(["-i", "-q", "-s", "10", url])
+        .output()?;
+    anyhow::ensure!(
+        init.status.success(),
+        "pgbench -i failed: {}",
+        String::from_utf8_lossy(&init.stderr)
+    );
+    let run = std::process::Command::new("pgbench")
+        .args(["-c", "8", "-j", "2", "-T", "15", url])
+        .output()?;
+    anyhow::ensure!(
+        run.status.success(),
+        "pgbench failed: {}",
+        String::from_utf8_lossy(&run.stderr)
+    );
     let text = String::from_utf8_lossy(&run.stdout);
     text.lines()
-        .find_map(|l| l.strip_prefix("tps = ").and_then(|rest| rest.split_whitespace().next()?.parse().ok()))
+        .find_map(|l| {
+            l.strip_prefix("tps = ")
+                .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+        })
         .ok_or_else(|| anyhow::anyhow!("no tps in pgbench output: {text}"))
 }
 
@@ -98,23 +146,46 @@ async fn enqueue_through_api(pool: &PgPool, n: usize) -> anyhow::Result<f64> {
     let storage = tempfile::tempdir()?;
     let vars: HashMap<String, String> = HashMap::from([
         ("JWT_SECRET".into(), SECRET.into()),
-        ("STORAGE_URL".into(), storage.path().to_string_lossy().into_owned()),
+        (
+            "STORAGE_URL".into(),
+            storage.path().to_string_lossy().into_owned(),
+        ),
         ("AUTH_RATE_LIMIT_PER_MINUTE".into(), "100000".into()),
     ]);
-    let state = build_state_with_db(Config::from_map(&vars)?, Topology::SingleNode, pool.clone()).await?;
+    let state =
+        build_state_with_db(Config::from_map(&vars)?, Topology::SingleNode, pool.clone()).await?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", listener.local_addr()?);
     let shutdown = CancellationToken::new();
-    tokio::spawn(http::serve(listener, http::router(state), shutdown.clone().cancelled_owned()));
+    tokio::spawn(http::serve(
+        listener,
+        http::router(state),
+        shutdown.clone().cancelled_owned(),
+    ));
 
     let client = reqwest::Client::new();
     let creds = json!({"email": "bench@example.com", "password": "bench-password-1"});
-    client.post(format!("{base}/api/v1/auth/register")).json(&creds).send().await?;
-    let login: Value = client.post(format!("{base}/api/v1/auth/login")).json(&creds).send().await?.json().await?;
-    let token = login["access_token"].as_str().unwrap_or_default().to_owned();
+    client
+        .post(format!("{base}/api/v1/auth/register"))
+        .json(&creds)
+        .send()
+        .await?;
+    let login: Value = client
+        .post(format!("{base}/api/v1/auth/login"))
+        .json(&creds)
+        .send()
+        .await?
+        .json()
+        .await?;
+    let token = login["access_token"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
     let form = reqwest::multipart::Form::new().part(
         "file",
-        reqwest::multipart::Part::bytes(b"bench".to_vec()).file_name("b.txt").mime_str("text/plain")?,
+        reqwest::multipart::Part::bytes(b"bench".to_vec())
+            .file_name("b.txt")
+            .mime_str("text/plain")?,
     );
     let document: Value = client
         .post(format!("{base}/api/v1/documents/upload"))
@@ -130,7 +201,12 @@ async fn enqueue_through_api(pool: &PgPool, n: usize) -> anyhow::Result<f64> {
     let per_client = n / 16;
     let mut tasks = Vec::new();
     for _ in 0..16 {
-        let (client, base, token, document_id) = (client.clone(), base.clone(), token.clone(), document_id.clone());
+        let (client, base, token, document_id) = (
+            client.clone(),
+            base.clone(),
+            token.clone(),
+            document_id.clone(),
+        );
         tasks.push(tokio::spawn(async move {
             for _ in 0..per_client {
                 let response = client
@@ -139,7 +215,11 @@ async fn enqueue_through_api(pool: &PgPool, n: usize) -> anyhow::Result<f64> {
                     .json(&json!({"document_id": document_id}))
                     .send()
                     .await?;
-                anyhow::ensure!(response.status() == 201, "POST /jobs answered {}", response.status());
+                anyhow::ensure!(
+                    response.status() == 201,
+                    "POST /jobs answered {}",
+                    response.status()
+                );
             }
             Ok::<_, anyhow::Error>(())
         }));
@@ -154,8 +234,16 @@ async fn enqueue_through_api(pool: &PgPool, n: usize) -> anyhow::Result<f64> {
     Ok(rate)
 }
 
-async fn noop_throughput(pool: &PgPool, n: usize, batch: usize, concurrency: usize) -> anyhow::Result<f64> {
-    sqlx::query("DELETE FROM apalis.jobs WHERE job_type = $1").bind(NOOP_QUEUE).execute(pool).await?;
+async fn noop_throughput(
+    pool: &PgPool,
+    n: usize,
+    batch: usize,
+    concurrency: usize,
+) -> anyhow::Result<f64> {
+    sqlx::query("DELETE FROM apalis.jobs WHERE job_type = $1")
+        .bind(NOOP_QUEUE)
+        .execute(pool)
+        .await?;
     for chunk in (0..n).collect::<Vec<_>>().chunks(1_000) {
         let tasks = chunk
             .iter()
@@ -199,14 +287,19 @@ async fn noop_throughput(pool: &PgPool, n: usize, batch: usize, concurrency: usi
         }
     });
     loop {
-        let done: i64 = sqlx::query_scalar("SELECT count(*) FROM apalis.jobs WHERE job_type = $1 AND status = 'Done'")
-            .bind(NOOP_QUEUE)
-            .fetch_one(pool)
-            .await?;
+        let done: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM apalis.jobs WHERE job_type = $1 AND status = 'Done'",
+        )
+        .bind(NOOP_QUEUE)
+        .fetch_one(pool)
+        .await?;
         if done as usize >= n {
             break;
         }
-        anyhow::ensure!(started.elapsed() < Duration::from_secs(600), "only {done} of {n} done after 10 min");
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(600),
+            "only {done} of {n} done after 10 min"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let rate = n as f64 / started.elapsed().as_secs_f64();
@@ -219,11 +312,18 @@ async fn pipeline_throughput(pool: &PgPool, n: usize) -> anyhow::Result<f64> {
     let storage_dir = tempfile::tempdir()?;
     let vars: HashMap<String, String> = HashMap::from([
         ("JWT_SECRET".into(), SECRET.into()),
-        ("STORAGE_URL".into(), storage_dir.path().to_string_lossy().into_owned()),
+        (
+            "STORAGE_URL".into(),
+            storage_dir.path().to_string_lossy().into_owned(),
+        ),
         ("TESSERACT_ENABLED".into(), "false".into()),
     ]);
-    let state = build_state_with_db(Config::from_map(&vars)?, Topology::SingleNode, pool.clone()).await?;
-    let owner: UserId = sqlx::query_scalar("SELECT id FROM users LIMIT 1").fetch_one(pool).await.map(UserId)?;
+    let state =
+        build_state_with_db(Config::from_map(&vars)?, Topology::SingleNode, pool.clone()).await?;
+    let owner: UserId = sqlx::query_scalar("SELECT id FROM users LIMIT 1")
+        .fetch_one(pool)
+        .await
+        .map(UserId)?;
 
     // Documents and their objects, written directly: this measures the queue
     // and the pipeline, not uploads.
@@ -235,7 +335,10 @@ async fn pipeline_throughput(pool: &PgPool, n: usize) -> anyhow::Result<f64> {
         state
             .storage
             .store()
-            .put(&object_store::path::Path::from(key.as_str()), text.clone().into_bytes().into())
+            .put(
+                &object_store::path::Path::from(key.as_str()),
+                text.clone().into_bytes().into(),
+            )
             .await?;
         db::documents::insert(
             pool,
@@ -256,26 +359,36 @@ async fn pipeline_throughput(pool: &PgPool, n: usize) -> anyhow::Result<f64> {
         state.jobs.create(owner, *id, None, None).await?;
     }
 
-    let mut setup = docflow::worker_process::WorkerSetup::from_config(&state.config, pool.clone(), state.storage.clone());
+    let mut setup = docflow::worker_process::WorkerSetup::from_config(
+        &state.config,
+        pool.clone(),
+        state.storage.clone(),
+    );
     setup.sandbox.program = Some(env!("CARGO_BIN_EXE_docflow").into());
     setup.metrics_addr = "127.0.0.1:0".parse()?;
     let shutdown = CancellationToken::new();
     let started = Instant::now();
     let worker = tokio::spawn(docflow::worker_process::run(setup, shutdown.clone()));
     loop {
-        let done: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs WHERE status IN ('succeeded', 'failed')")
-            .fetch_one(pool)
-            .await?;
+        let done: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM jobs WHERE status IN ('succeeded', 'failed')")
+                .fetch_one(pool)
+                .await?;
         if done as usize >= n {
             break;
         }
-        anyhow::ensure!(started.elapsed() < Duration::from_secs(900), "only {done} of {n} done after 15 min");
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(900),
+            "only {done} of {n} done after 15 min"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let rate = n as f64 / started.elapsed().as_secs_f64();
     shutdown.cancel();
     let _ = worker.await;
-    let failed: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs WHERE status = 'failed'").fetch_one(pool).await?;
+    let failed: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs WHERE status = 'failed'")
+        .fetch_one(pool)
+        .await?;
     anyhow::ensure!(failed == 0, "{failed} pipeline jobs failed");
     Ok(rate)
 }
