@@ -3,8 +3,8 @@
 //! (a) enqueue rate through `POST /api/v1/jobs` (the API in process, 16
 //!     concurrent clients, one transaction per job);
 //! (b) worker throughput with a trivial handler on 20,000 entries, through
-//!     apalis-postgres exactly as the worker configures it (claim batch 1),
-//!     and with a claim batch of 100 for comparison;
+//!     apalis-postgres configured as the worker configures it, with claim
+//!     batches of 1, 10 (the default) and 100 (BENCH_BATCHES);
 //! (c) the real pipeline on 2,000 small text documents (child-process
 //!     extraction, result and status written per job);
 //! (d) `pgbench` TPC-B TPS on the same server, as the ceiling.
@@ -88,10 +88,14 @@ async fn run(pool: &PgPool, url: &str) -> anyhow::Result<()> {
     );
 
     let n = env_usize("BENCH_NOOP_JOBS", 20_000);
-    for batch in [1, 100] {
+    let batches = std::env::var("BENCH_BATCHES").unwrap_or_else(|_| "1,10,100".into());
+    for batch in batches
+        .split(',')
+        .filter_map(|b| b.trim().parse::<usize>().ok())
+    {
         let rate = noop_throughput(pool, n, batch, 2.max(cpus)).await?;
-        let note = if batch == 1 {
-            " (as the worker runs)"
+        let note = if batch == 10 {
+            " (the worker's default)"
         } else {
             ""
         };

@@ -100,6 +100,8 @@ pub struct Config {
     pub public_base_url: Option<Url>,
     /// Jobs one worker process runs at once.
     pub worker_concurrency: usize,
+    /// Queue entries claimed per round trip.
+    pub worker_claim_batch: usize,
     /// How long an Idempotency-Key keeps naming its job.
     pub idempotency_ttl: Duration,
     /// Wall-clock limit of one extraction (the child is killed past it).
@@ -255,6 +257,13 @@ impl Config {
                 "must be between 1 and 256",
             ));
         }
+        let worker_claim_batch: usize = env.parsed_or("WORKER_CLAIM_BATCH", 10)?;
+        if !(1..=1000).contains(&worker_claim_batch) {
+            return Err(ConfigError::new(
+                "WORKER_CLAIM_BATCH",
+                "must be between 1 and 1000",
+            ));
+        }
         let idempotency_ttl = positive_secs("IDEMPOTENCY_TTL_SECS", 24 * 3600)?;
         let extract_timeout = positive_secs("EXTRACT_TIMEOUT_SECS", 180)?;
         let ocr_timeout = positive_secs("OCR_TIMEOUT_SECS", 60)?;
@@ -306,6 +315,7 @@ impl Config {
                 })
                 .transpose()?,
             worker_concurrency,
+            worker_claim_batch,
             idempotency_ttl,
             extract_timeout,
             ocr_timeout,

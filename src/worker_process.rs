@@ -6,8 +6,9 @@
 //! Built around what apalis-postgres 1.0 does (see docs/queue.md):
 //! - LISTEN/NOTIFY for immediate pick-up, plus an interval poll for entries
 //!   scheduled in the future (retries) and rescued orphans;
-//! - a claim batch of one, so fetched entries never wait in a buffer, where
-//!   they would stall the heartbeat and get a live worker's jobs rescued;
+//! - claims in batches (WORKER_CLAIM_BATCH), with our own keep-alive of the
+//!   worker's `last_seen`: apalis stops heartbeating while claimed entries
+//!   wait in its buffer, which would get a live worker's jobs rescued;
 //! - handlers that never fail or panic at apalis: a panic is caught here
 //!   and fails its job; an infrastructure error is retried after a pause;
 //! - a supervisor that restarts the worker loop if apalis stops it.
@@ -44,6 +45,7 @@ pub struct WorkerSetup {
     pub db: PgPool,
     pub storage: Storage,
     pub concurrency: usize,
+    pub claim_batch: usize,
     pub sandbox: SandboxLimits,
     pub queue_retention: Duration,
     pub metrics_addr: std::net::SocketAddr,
@@ -55,6 +57,7 @@ impl WorkerSetup {
             db,
             storage,
             concurrency: config.worker_concurrency,
+            claim_batch: config.worker_claim_batch,
             sandbox: SandboxLimits {
                 ocr: config.tesseract_enabled,
                 ocr_timeout: config.ocr_timeout,
@@ -131,7 +134,13 @@ pub async fn run(setup: WorkerSetup, shutdown: CancellationToken) -> anyhow::Res
         setup.queue_retention,
         shutdown.clone(),
     ));
-    supervise(processor, setup.concurrency, shutdown.clone()).await;
+    supervise(
+        processor,
+        setup.concurrency,
+        setup.claim_batch,
+        shutdown.clone(),
+    )
+    .await;
     shutdown.cancel();
     let _ = tokio::join!(probes, pruner);
     tracing::info!("worker stopped");
@@ -140,14 +149,19 @@ pub async fn run(setup: WorkerSetup, shutdown: CancellationToken) -> anyhow::Res
 
 /// Runs the apalis worker until shutdown, restarting it if it stops on its
 /// own (a backend error, an undecodable row).
-async fn supervise(processor: Processor, concurrency: usize, shutdown: CancellationToken) {
+async fn supervise(
+    processor: Processor,
+    concurrency: usize,
+    claim_batch: usize,
+    shutdown: CancellationToken,
+) {
     let processor = Arc::new(processor);
     let mut restarts: u32 = 0;
     while !shutdown.is_cancelled() {
         let name = format!("docflow-worker-{}", ulid::Ulid::generate());
         let queue_config = QueueConfig::default()
             .queue(queue::QUEUE)
-            .batch_size(1)
+            .batch_size(claim_batch.max(1))
             .heartbeat_interval(HEARTBEAT)
             .missed_heartbeats(MISSED_HEARTBEATS);
         let backend = PostgresStorage::<serde_json::Value>::new(processor.db())
@@ -160,6 +174,7 @@ async fn supervise(processor: Processor, concurrency: usize, shutdown: Cancellat
             .concurrency(concurrency.max(1))
             .build(handle_entry);
         tracing::info!(worker = %name, concurrency, restarts, "worker consuming {}", queue::QUEUE);
+        let keep_alive = tokio::spawn(keep_alive(processor.db().clone(), name.clone()));
         let stop = shutdown.clone();
         // On shutdown apalis stops claiming, lets in-flight jobs finish and
         // hands back anything it had claimed but not started.
@@ -169,6 +184,7 @@ async fn supervise(processor: Processor, concurrency: usize, shutdown: Cancellat
                 Ok::<(), std::io::Error>(())
             })
             .await;
+        keep_alive.abort();
         match outcome {
             Ok(()) => break,
             Err(err) => {
@@ -180,6 +196,25 @@ async fn supervise(processor: Processor, concurrency: usize, shutdown: Cancellat
                     () = shutdown.cancelled() => break,
                 }
             }
+        }
+    }
+}
+
+/// Keeps this worker's `last_seen` fresh on our own clock. apalis-postgres
+/// skips its heartbeat while claimed entries wait in its buffer; without this
+/// a busy worker would look dead and its running jobs would be re-run. A
+/// killed process stops this too, so orphan rescue still works.
+async fn keep_alive(db: PgPool, worker: String) {
+    let mut ticker = tokio::time::interval(HEARTBEAT);
+    loop {
+        ticker.tick().await;
+        // Runtime-checked: apalis's table, outside our offline query data.
+        let beat = sqlx::query("UPDATE apalis.workers SET last_seen = now() WHERE id = $1")
+            .bind(&worker)
+            .execute(&db)
+            .await;
+        if let Err(err) = beat {
+            tracing::warn!(error = %err, %worker, "worker keep-alive failed");
         }
     }
 }

@@ -193,3 +193,40 @@ async fn sigterm_drains_the_running_job_and_claims_no_more(db: PgPool) {
     assert_eq!(untouched["status"], "queued", "{untouched}");
     assert_eq!(untouched["attempts"], 0);
 }
+
+#[sqlx::test]
+async fn a_busy_worker_is_not_mistaken_for_a_dead_one(db: PgPool) {
+    // One slot, claim batch 10: jobs wait claimed in the worker's buffer for
+    // longer than the 6 s orphan window. A second live worker must not
+    // rescue them from the first (which would run them twice).
+    let app = TestApp::spawn(db).await;
+    let tokens = app.signed_in("carol@example.com").await;
+    let doc = upload_slow(&app, &tokens).await;
+    let _busy = spawn_worker(&app).await;
+    let mut ids = Vec::new();
+    for _ in 0..4 {
+        ids.push(create_job(&app, &tokens, &doc).await);
+    }
+    wait_for(
+        &app,
+        &tokens,
+        &ids[0],
+        "processing",
+        Duration::from_secs(20),
+    )
+    .await;
+    let _other = spawn_worker(&app).await;
+    for id in &ids {
+        wait_for(&app, &tokens, id, "succeeded", Duration::from_secs(120)).await;
+    }
+    for id in &ids {
+        let starts: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM job_events WHERE job_id = $1::uuid AND status = 'processing'",
+        )
+        .bind(id)
+        .fetch_one(&app.db)
+        .await
+        .expect("count");
+        assert_eq!(starts, 1, "job {id} ran {starts} times");
+    }
+}
