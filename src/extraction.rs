@@ -13,6 +13,12 @@ use tokio::{io::AsyncReadExt, process::Command};
 /// Exit code of a child that reports an [`ExtractError`] on stdout.
 pub const EXIT_EXTRACT_ERROR: i32 = 3;
 
+/// The most of a child's output the worker reads. A PDF can inflate to far
+/// more text than it weighs; past this the job fails instead of the worker
+/// running out of memory holding it (and Postgres refuses such jsonb anyway).
+const MAX_RESULT_BYTES: u64 = 96 * 1024 * 1024;
+const MAX_STDERR_BYTES: u64 = 64 * 1024;
+
 /// What the child prints on stdout when extraction fails (exit status
 /// [`EXIT_EXTRACT_ERROR`]); on success it prints the [`ExtractionResult`].
 #[derive(Debug, Serialize, Deserialize)]
@@ -110,19 +116,34 @@ pub async fn extract_in_child(
     let run = async {
         let mut out = Vec::new();
         let mut err = Vec::new();
-        let (read_out, read_err, status) = tokio::join!(
-            stdout.read_to_end(&mut out),
-            stderr.read_to_end(&mut err),
-            child.wait()
+        let mut bounded_out = (&mut stdout).take(MAX_RESULT_BYTES + 1);
+        let mut bounded_err = (&mut stderr).take(MAX_STDERR_BYTES);
+        let (read_out, read_err) = tokio::join!(
+            bounded_out.read_to_end(&mut out),
+            bounded_err.read_to_end(&mut err)
         );
         read_out.map_err(|e| SandboxError::Crashed(format!("reading its output: {e}")))?;
         let _ = read_err;
-        let status = status.map_err(|e| SandboxError::Crashed(format!("waiting for it: {e}")))?;
+        if out.len() as u64 > MAX_RESULT_BYTES {
+            // Stop it now: it would block on a pipe nobody reads any more.
+            kill_group(pid);
+        }
+        let status = child
+            .wait()
+            .await
+            .map_err(|e| SandboxError::Crashed(format!("waiting for it: {e}")))?;
         Ok::<_, SandboxError>((status, out, err))
     };
     let outcome = tokio::time::timeout(limits.wall_clock, run).await;
     kill_group(pid);
     let (status, out, err) = outcome.map_err(|_| SandboxError::TimedOut(limits.wall_clock))??;
+    if out.len() as u64 > MAX_RESULT_BYTES {
+        return Err(ExtractError::Permanent(format!(
+            "the extracted result is larger than {} MiB",
+            MAX_RESULT_BYTES / (1024 * 1024)
+        ))
+        .into());
+    }
 
     // Our JSON is the last line: rusty-tesseract prints its command line to
     // stdout before it.
@@ -145,7 +166,8 @@ pub async fn extract_in_child(
         {
             let stderr_tail = String::from_utf8_lossy(&err);
             let stderr_tail = stderr_tail.trim();
-            let stderr_tail = &stderr_tail[stderr_tail.len().saturating_sub(300)..];
+            let from = stderr_tail.ceil_char_boundary(stderr_tail.len().saturating_sub(300));
+            let stderr_tail = &stderr_tail[from..];
             Err(SandboxError::Crashed(format!(
                 "{}; stderr: {stderr_tail:?}",
                 describe(status)

@@ -18,9 +18,10 @@ use crate::domain::JobId;
 pub const QUEUE: &str = "docflow.process_document";
 
 /// How often apalis itself may re-run an entry whose handler failed for an
-/// infrastructure reason (Postgres unreachable mid-run). Job attempts are
-/// counted and capped in `jobs`, not here.
-const ENTRY_MAX_ATTEMPTS: usize = 10;
+/// infrastructure reason (Postgres unreachable mid-run). Effectively
+/// unlimited: an entry apalis gives up on would strand its job, whose
+/// attempts are counted and capped in `jobs`, not here.
+const ENTRY_MAX_ATTEMPTS: usize = 1_000_000;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ProcessDocument {

@@ -691,3 +691,24 @@ async fn uploads_are_rate_limited_per_user(db: PgPool) {
         StatusCode::CREATED
     );
 }
+
+#[sqlx::test]
+async fn a_body_without_multipart_framing_cannot_grow_without_bound(db: PgPool) {
+    // Chunked (no Content-Length) and never a boundary: multer would keep
+    // buffering it; the whole body is bounded, so it is a 413.
+    let app = TestApp::spawn_with(db, &[("MAX_UPLOAD_BYTES", "100000")]).await;
+    let tokens = app.signed_in("kate@example.com").await;
+    let chunks = (0..40).map(|_| Ok::<_, std::io::Error>(vec![b'x'; 8192]));
+    let response = app
+        .client
+        .post(app.url("/api/v1/documents/upload"))
+        .bearer_auth(&tokens.access)
+        .header("content-type", "multipart/form-data; boundary=never-sent")
+        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
+            chunks,
+        )))
+        .send()
+        .await
+        .expect("request");
+    assert_error(response, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large").await;
+}

@@ -288,15 +288,17 @@ pub async fn reset_for_requeue(conn: &mut PgConnection, id: JobId) -> Result<(),
     Ok(())
 }
 
-/// Whether a job is working on the document right now (delete waits for it).
-pub async fn document_is_processing(
-    db: impl PgExecutor<'_>,
+/// Locks the document's jobs for the rest of the transaction and says
+/// whether one is working on it right now (delete refuses then).
+pub async fn lock_for_document_delete(
+    conn: &mut PgConnection,
     document: DocumentId,
 ) -> Result<bool, sqlx::Error> {
-    sqlx::query_scalar!(
-        r#"SELECT EXISTS (SELECT 1 FROM jobs WHERE document_id = $1 AND status = 'processing') AS "busy!""#,
-        document.0,
+    let statuses = sqlx::query_scalar!(
+        "SELECT status FROM jobs WHERE document_id = $1 FOR UPDATE",
+        document.0
     )
-    .fetch_one(db)
-    .await
+    .fetch_all(conn)
+    .await?;
+    Ok(statuses.iter().any(|status| status == "processing"))
 }

@@ -202,6 +202,8 @@ impl DocumentService {
                 .writer(&key, kind.mime(), &content_disposition(filename.as_str()));
         let mut hasher = Sha256::new();
         let mut text = (kind == ContentKind::Text).then(TextCheck::default);
+        // Once `shutdown` has started, `abort` would panic: only delete then.
+        let mut shutting_down = false;
 
         let written: Result<(), DocumentError> = async {
             let mut next = Some(head.freeze());
@@ -237,6 +239,7 @@ impl DocumentService {
                 text.finish()
                     .map_err(|Unsupported(why)| DocumentError::Unsupported(why))?;
             }
+            shutting_down = true;
             writer.shutdown().await.map_err(|e| {
                 DocumentError::Storage(object_store::Error::Generic {
                     store: "upload",
@@ -248,7 +251,7 @@ impl DocumentService {
         .await;
 
         if let Err(err) = written {
-            if let Err(abort) = writer.abort().await {
+            if !shutting_down && let Err(abort) = writer.abort().await {
                 tracing::warn!(error = %abort, key, "could not abort a refused upload");
             }
             // A multipart upload may have completed its parts; a single PUT
@@ -305,13 +308,13 @@ impl DocumentService {
     /// logged and unreachable.
     pub async fn delete(&self, owner: UserId, id: DocumentId) -> Result<(), DocumentError> {
         let mut tx = self.db.begin().await?;
-        // Lock the document row first: a worker's job transition does not
-        // touch it, so this only orders deletes among themselves; then refuse
-        // while a job is mid-run, since its result would point at nothing.
+        // Lock the document's jobs, then refuse while one is mid-run (its
+        // result would point at nothing): a worker about to start one waits
+        // for this transaction and then finds the job gone.
         db::documents::find_owned(&mut *tx, owner, id)
             .await?
             .ok_or(DocumentError::NotFound)?;
-        if db::jobs::document_is_processing(&mut *tx, id).await? {
+        if db::jobs::lock_for_document_delete(&mut tx, id).await? {
             return Err(DocumentError::Busy);
         }
         let document = db::documents::delete_owned(&mut *tx, owner, id)

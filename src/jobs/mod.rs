@@ -98,7 +98,14 @@ impl JobService {
                 traceparent,
             },
         )
-        .await?;
+        .await
+        .map_err(|err| match &err {
+            // The document was deleted between our check and the insert.
+            sqlx::Error::Database(db) if db.is_foreign_key_violation() => {
+                JobError::DocumentNotFound
+            }
+            _ => JobError::Database(err),
+        })?;
         let Some(job) = inserted else {
             // The key is taken (possibly by a request that just committed).
             drop(tx);

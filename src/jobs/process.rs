@@ -237,7 +237,7 @@ impl Processor {
         self.download(&document.storage_key, file.path()).await?;
 
         match extract_in_child(file.path(), kind, &self.sandbox).await {
-            Ok(result) => serde_json::to_value(&result).map_err(|e| {
+            Ok(result) => serde_json::to_value(&result).map(strip_nul).map_err(|e| {
                 Failure::Terminal(
                     FailureReason::Unhandled,
                     format!("encoding the result: {e}"),
@@ -287,6 +287,19 @@ impl Processor {
     }
 }
 
+/// Postgres's jsonb cannot hold U+0000, which PDF strings may contain.
+fn strip_nul(value: serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match value {
+        Value::String(s) if s.contains('\0') => Value::String(s.replace('\0', "")),
+        Value::Array(items) => Value::Array(items.into_iter().map(strip_nul).collect()),
+        Value::Object(map) => {
+            Value::Object(map.into_iter().map(|(k, v)| (k, strip_nul(v))).collect())
+        }
+        other => other,
+    }
+}
+
 /// tesseract picks its reader by file extension.
 fn extension(kind: ContentKind) -> &'static str {
     match kind {
@@ -300,6 +313,15 @@ fn extension(kind: ContentKind) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nul_characters_are_stripped_everywhere() {
+        let value = serde_json::json!({"title": "A\u{0}B", "pages": [{"text": "x\u{0}"}], "n": 1});
+        assert_eq!(
+            strip_nul(value),
+            serde_json::json!({"title": "AB", "pages": [{"text": "x"}], "n": 1})
+        );
+    }
 
     #[test]
     fn backoff_grows_caps_and_jitters() {

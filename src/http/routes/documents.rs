@@ -157,6 +157,12 @@ impl FromRequest<AppState> for FileUpload {
             }
             .into());
         }
+        // The file part's bytes are counted while streaming, but multer keeps
+        // whatever precedes the first boundary or ends a part's headers; bound
+        // the whole body so no framing trick can make it buffer without end.
+        let body_limit = usize::try_from(limit).unwrap_or(usize::MAX);
+        let request = request
+            .map(|body| axum::body::Body::new(http_body_util::Limited::new(body, body_limit)));
         let multipart = Multipart::from_request(request, state)
             .await
             .map_err(|rejection| {
