@@ -712,3 +712,50 @@ async fn a_body_without_multipart_framing_cannot_grow_without_bound(db: PgPool) 
         .expect("request");
     assert_error(response, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large").await;
 }
+
+#[sqlx::test]
+async fn an_abandoned_s3_upload_leaves_nothing_behind(db: PgPool) {
+    // 6 MiB goes out at once (a multipart upload starts at 5 MiB), then the
+    // client stalls past the upload timeout: the handler is dropped mid-way,
+    // and the in-progress multipart upload must still be aborted.
+    let s3 = S3Server::start();
+    let config = s3.app_config();
+    let mut overrides: Vec<(&str, &str)> = config.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    overrides.push(("UPLOAD_TIMEOUT_SECS", "1"));
+    let app = TestApp::spawn_with(db, &overrides).await;
+    let tokens = app.signed_in("leo@example.com").await;
+
+    let mut head = b"--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"big.pdf\"\r\nContent-Type: application/pdf\r\n\r\n".to_vec();
+    head.extend_from_slice(&pdf());
+    head.resize(6 * MIB, b'x');
+    let stalled = futures_util::stream::iter([Ok::<_, std::io::Error>(head)]).chain(
+        futures_util::stream::once(async {
+            tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+            Ok(b"\r\n--b--\r\n".to_vec())
+        }),
+    );
+    use futures_util::StreamExt as _;
+    let response = app
+        .client
+        .post(app.url("/api/v1/documents/upload"))
+        .bearer_auth(&tokens.access)
+        .header("content-type", "multipart/form-data; boundary=b")
+        .body(reqwest::Body::wrap_stream(stalled))
+        .send()
+        .await
+        .expect("request");
+    assert_error(response, StatusCode::SERVICE_UNAVAILABLE, "timeout").await;
+
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let left = files_under(s3.root.path());
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "left behind: {left:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}

@@ -75,6 +75,48 @@ pub struct DownloadLink {
     pub expires_at: chrono::DateTime<Utc>,
 }
 
+/// An upload between its first write and its row. If the request is
+/// abandoned there (it timed out, or the client went away, and the handler's
+/// future was dropped), `Drop` aborts the storage write and removes the key
+/// in the background: an S3 multipart upload would otherwise linger,
+/// invisible and billed.
+struct UploadInProgress {
+    storage: Storage,
+    key: String,
+    /// `None` once completion has started (it can no longer be aborted).
+    writer: Option<object_store::buffered::BufWriter>,
+    abandoned: bool,
+}
+
+impl Drop for UploadInProgress {
+    fn drop(&mut self) {
+        if !self.abandoned {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let (storage, key, writer) = (
+            self.storage.clone(),
+            std::mem::take(&mut self.key),
+            self.writer.take(),
+        );
+        runtime.spawn(async move {
+            if let Some(mut writer) = writer
+                && let Err(err) = writer.abort().await
+            {
+                tracing::warn!(error = %err, key, "could not abort an abandoned upload");
+            }
+            match storage.delete(&key).await {
+                Ok(()) => tracing::info!(key, "removed an abandoned upload"),
+                Err(err) => {
+                    tracing::warn!(error = %err, key, "could not remove an abandoned upload")
+                }
+            }
+        });
+    }
+}
+
 #[derive(Clone)]
 pub struct DocumentService {
     db: PgPool,
@@ -197,15 +239,28 @@ impl DocumentService {
 
         let id = DocumentId::generate();
         let key = id.storage_key(owner);
-        let mut writer =
-            self.storage
-                .writer(&key, kind.mime(), &content_disposition(filename.as_str()));
+        let mut upload = UploadInProgress {
+            storage: self.storage.clone(),
+            key: key.clone(),
+            writer: Some(self.storage.writer(
+                &key,
+                kind.mime(),
+                &content_disposition(filename.as_str()),
+            )),
+            abandoned: true,
+        };
         let mut hasher = Sha256::new();
         let mut text = (kind == ContentKind::Text).then(TextCheck::default);
         // Once `shutdown` has started, `abort` would panic: only delete then.
         let mut shutting_down = false;
 
         let written: Result<(), DocumentError> = async {
+            let writer = upload.writer.as_mut().ok_or_else(|| {
+                DocumentError::Storage(object_store::Error::Generic {
+                    store: "upload",
+                    source: "the writer was already used".into(),
+                })
+            })?;
             let mut next = Some(head.freeze());
             if let Some(rest) = pending.take() {
                 // Keep the order: head, then the rest of the chunk it came from.
@@ -250,8 +305,14 @@ impl DocumentService {
         }
         .await;
 
+        if shutting_down {
+            // Completed or failed completing: either way it cannot be aborted.
+            upload.writer = None;
+        }
         if let Err(err) = written {
-            if !shutting_down && let Err(abort) = writer.abort().await {
+            if let Some(writer) = upload.writer.as_mut()
+                && let Err(abort) = writer.abort().await
+            {
                 tracing::warn!(error = %abort, key, "could not abort a refused upload");
             }
             // A multipart upload may have completed its parts; a single PUT
@@ -259,6 +320,7 @@ impl DocumentService {
             if let Err(cleanup) = self.storage.delete(&key).await {
                 tracing::warn!(error = %cleanup, key, "could not remove a refused upload");
             }
+            upload.abandoned = false;
             return Err(err);
         }
 
@@ -276,6 +338,7 @@ impl DocumentService {
             },
         )
         .await;
+        upload.abandoned = false;
         match inserted {
             Ok(document) => Ok(document),
             Err(err) => {
