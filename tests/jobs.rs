@@ -6,7 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{TestApp, Tokens, assert_error, get, jpeg, pdf, upload};
+use common::{TestApp, Tokens, assert_error, get, jpeg, noise_png, pdf, upload};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sqlx::PgPool;
@@ -517,29 +517,20 @@ fn png_header_only(width: u32, height: u32) -> Vec<u8> {
     out
 }
 
-/// Random noise keeps tesseract busy for seconds: with a 1 s OCR limit every
-/// attempt times out, a transient failure.
-fn noise_png(side: u32) -> Vec<u8> {
-    let mut state: u32 = 0x1234_5678;
-    let img = image::GrayImage::from_fn(side, side, |_, _| {
-        state ^= state << 13;
-        state ^= state >> 17;
-        state ^= state << 5;
-        image::Luma([(state & 0xff) as u8])
-    });
-    let mut out = std::io::Cursor::new(Vec::new());
-    img.write_to(&mut out, image::ImageFormat::Png)
-        .expect("png");
-    out.into_inner()
-}
-
 #[sqlx::test]
 async fn transient_failures_retry_with_growing_delays_then_fail(db: PgPool) {
     let app =
         TestApp::spawn_with(db, &[("OCR_TIMEOUT_SECS", "1"), ("JOB_MAX_ATTEMPTS", "3")]).await;
     app.start_worker();
     let tokens = app.signed_in("heidi@example.com").await;
-    let id = upload_id(&app, &tokens, noise_png(2500), "noise.png", "image/png").await;
+    let id = upload_id(
+        &app,
+        &tokens,
+        noise_png(2500, 0x1234_5678),
+        "noise.png",
+        "image/png",
+    )
+    .await;
     let job: Value = create_job(&app, &tokens, &id, None)
         .await
         .json()

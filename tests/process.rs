@@ -1,13 +1,15 @@
 //! The `docflow` binary as an operator runs it: start-up checks, JSON logs
 //! carrying the request id, graceful shutdown on SIGTERM.
 
+mod common;
+
 use std::{
     io::{BufRead, BufReader},
-    net::TcpListener,
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
 
+use common::{database_url, free_port};
 use serde_json::Value;
 use sqlx::PgPool;
 
@@ -21,26 +23,6 @@ fn docflow() -> Command {
         .env("PATH", std::env::var("PATH").unwrap_or_default());
     command.current_dir(std::env::temp_dir());
     command
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
-
-/// The URL of the database `#[sqlx::test]` made for this test.
-async fn database_url(db: &PgPool) -> String {
-    let name: String = sqlx::query_scalar("SELECT current_database()")
-        .fetch_one(db)
-        .await
-        .expect("db name");
-    let base = std::env::var("DATABASE_URL").expect("DATABASE_URL");
-    let mut url = url::Url::parse(&base).expect("DATABASE_URL");
-    url.set_path(&name);
-    url.to_string()
 }
 
 #[test]

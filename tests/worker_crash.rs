@@ -9,7 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{TestApp, Tokens, get, upload};
+use common::{TestApp, Tokens, database_url, free_port, get, noise_png, upload};
 use serde_json::{Value, json};
 use sqlx::PgPool;
 
@@ -20,25 +20,6 @@ impl Drop for Worker {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
-
-async fn database_url(db: &PgPool) -> String {
-    let name: String = sqlx::query_scalar("SELECT current_database()")
-        .fetch_one(db)
-        .await
-        .expect("name");
-    let mut url =
-        url::Url::parse(&std::env::var("DATABASE_URL").expect("DATABASE_URL")).expect("url");
-    url.set_path(&name);
-    url.to_string()
 }
 
 async fn spawn_worker(app: &TestApp) -> Worker {
@@ -58,21 +39,6 @@ async fn spawn_worker(app: &TestApp) -> Worker {
         .spawn()
         .expect("spawn worker");
     Worker(child)
-}
-
-/// An image tesseract chews on for several seconds.
-fn slow_image() -> Vec<u8> {
-    let mut state: u32 = 0x9e37_79b9;
-    let img = image::GrayImage::from_fn(1800, 1800, |_, _| {
-        state ^= state << 13;
-        state ^= state >> 17;
-        state ^= state << 5;
-        image::Luma([(state & 0xff) as u8])
-    });
-    let mut out = std::io::Cursor::new(Vec::new());
-    img.write_to(&mut out, image::ImageFormat::Png)
-        .expect("png");
-    out.into_inner()
 }
 
 async fn create_job(app: &TestApp, tokens: &Tokens, document_id: &str) -> String {
@@ -120,11 +86,17 @@ async fn wait_for(
 }
 
 async fn upload_slow(app: &TestApp, tokens: &Tokens) -> String {
-    let document: Value = upload(app, tokens, slow_image(), "slow.png", "image/png")
-        .await
-        .json()
-        .await
-        .expect("json");
+    let document: Value = upload(
+        app,
+        tokens,
+        noise_png(1800, 0x9e37_79b9),
+        "slow.png",
+        "image/png",
+    )
+    .await
+    .json()
+    .await
+    .expect("json");
     document["id"].as_str().expect("id").to_owned()
 }
 

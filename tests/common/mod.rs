@@ -175,6 +175,44 @@ impl TestApp {
     }
 }
 
+/// A port nothing listens on right now, for a server a test starts.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+/// The URL of the database `#[sqlx::test]` made for this test, for a
+/// `docflow` process the test starts.
+pub async fn database_url(db: &PgPool) -> String {
+    let name: String = sqlx::query_scalar("SELECT current_database()")
+        .fetch_one(db)
+        .await
+        .expect("db name");
+    let mut url = url::Url::parse(&std::env::var("DATABASE_URL").expect("DATABASE_URL"))
+        .expect("DATABASE_URL");
+    url.set_path(&name);
+    url.to_string()
+}
+
+/// A grey-noise PNG: tesseract spends seconds on it, which makes it the
+/// slow job of the retry and crash tests.
+pub fn noise_png(side: u32, seed: u32) -> Vec<u8> {
+    let mut state = seed.max(1);
+    let img = image::GrayImage::from_fn(side, side, |_, _| {
+        state ^= state << 13;
+        state ^= state >> 17;
+        state ^= state << 5;
+        image::Luma([(state & 0xff) as u8])
+    });
+    let mut out = Cursor::new(Vec::new());
+    img.write_to(&mut out, image::ImageFormat::Png)
+        .expect("png");
+    out.into_inner()
+}
+
 /// Every regular file under `dir`, as paths relative to it.
 pub fn files_under(dir: &std::path::Path) -> Vec<String> {
     fn walk(root: &std::path::Path, dir: &std::path::Path, out: &mut Vec<String>) {
