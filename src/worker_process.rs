@@ -76,7 +76,7 @@ pub fn check_tesseract(enabled: bool) -> anyhow::Result<()> {
     if !enabled {
         return Ok(());
     }
-    let version = rusty_tesseract_version().map_err(|e| {
+    let version = tesseract_version().map_err(|e| {
         anyhow::anyhow!(
             "TESSERACT_ENABLED: the `tesseract` binary is not usable ({e}); install tesseract-ocr \
              and tesseract-ocr-eng, or set TESSERACT_ENABLED=false"
@@ -96,7 +96,7 @@ pub fn check_tesseract(enabled: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn rusty_tesseract_version() -> Result<String, String> {
+fn tesseract_version() -> Result<String, String> {
     let output = std::process::Command::new("tesseract")
         .arg("--version")
         .output()

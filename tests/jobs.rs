@@ -62,6 +62,15 @@ async fn wait_terminal(app: &TestApp, tokens: &Tokens, job_id: &str, within: Dur
     }
 }
 
+/// Creates a job for the document (asserting 201) and waits until it is
+/// terminal; returns the job as `GET /jobs/{id}` shows it.
+async fn run_job(app: &TestApp, tokens: &Tokens, document_id: &str, within: Duration) -> Value {
+    let created = create_job(app, tokens, document_id, None).await;
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let job: Value = created.json().await.expect("json");
+    wait_terminal(app, tokens, job["id"].as_str().expect("id"), within).await
+}
+
 async fn events(
     app: &TestApp,
     job_id: &str,
@@ -155,18 +164,7 @@ async fn each_kind_is_processed_end_to_end(db: PgPool) {
         "text/plain",
     )
     .await;
-    let job: Value = create_job(&app, &tokens, &text_id, None)
-        .await
-        .json()
-        .await
-        .expect("json");
-    let done = wait_terminal(
-        &app,
-        &tokens,
-        job["id"].as_str().expect("id"),
-        Duration::from_secs(30),
-    )
-    .await;
+    let done = run_job(&app, &tokens, &text_id, Duration::from_secs(30)).await;
     let result = &done["result"]["result"];
     assert_eq!(result["kind"], "text", "{done}");
     assert_eq!(result["encoding"], "UTF-8");
@@ -185,18 +183,7 @@ async fn each_kind_is_processed_end_to_end(db: PgPool) {
             content_type,
         )
         .await;
-        let job: Value = create_job(&app, &tokens, &id, None)
-            .await
-            .json()
-            .await
-            .expect("json");
-        let done = wait_terminal(
-            &app,
-            &tokens,
-            job["id"].as_str().expect("id"),
-            Duration::from_secs(60),
-        )
-        .await;
+        let done = run_job(&app, &tokens, &id, Duration::from_secs(60)).await;
         let result = &done["result"]["result"];
         assert_eq!(result["kind"], "image", "{done}");
         assert_eq!(result["format"], format);
@@ -433,18 +420,7 @@ async fn hostile_and_broken_files_fail_permanently_at_once(db: PgPool) {
         ("bomb.png", bomb, "image/png", "MP limit"),
     ] {
         let id = upload_id(&app, &tokens, bytes, name, content_type).await;
-        let job: Value = create_job(&app, &tokens, &id, None)
-            .await
-            .json()
-            .await
-            .expect("json");
-        let done = wait_terminal(
-            &app,
-            &tokens,
-            job["id"].as_str().expect("id"),
-            Duration::from_secs(30),
-        )
-        .await;
+        let done = run_job(&app, &tokens, &id, Duration::from_secs(30)).await;
         assert_eq!(done["status"], "failed", "{name}: {done}");
         assert_eq!(
             done["attempts"], 1,
@@ -465,18 +441,7 @@ async fn hostile_and_broken_files_fail_permanently_at_once(db: PgPool) {
     let whole = pdf();
     let truncated = whole[..whole.len() * 2 / 3].to_vec();
     let id = upload_id(&app, &tokens, truncated, "cut.pdf", "application/pdf").await;
-    let job: Value = create_job(&app, &tokens, &id, None)
-        .await
-        .json()
-        .await
-        .expect("json");
-    let done = wait_terminal(
-        &app,
-        &tokens,
-        job["id"].as_str().expect("id"),
-        Duration::from_secs(30),
-    )
-    .await;
+    let done = run_job(&app, &tokens, &id, Duration::from_secs(30)).await;
     assert_eq!(done["attempts"], 1, "{done}");
     if done["status"] == "succeeded" {
         // Recovered: the page is there; its cut-off text is reported missing.

@@ -4,6 +4,7 @@
 pub mod docs;
 pub mod error;
 pub mod extract;
+pub mod pagination;
 mod rate_limit;
 pub mod request_id;
 pub mod routes;

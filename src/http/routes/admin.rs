@@ -27,10 +27,8 @@ use crate::{
         docs::error_responses,
         error::ApiError,
         extract::{CurrentUser, Json, Path, Query},
-        routes::{
-            documents::PageParams,
-            jobs::{JobOut, JobPath},
-        },
+        pagination::PageParams,
+        routes::jobs::{JobOut, JobPath},
     },
 };
 

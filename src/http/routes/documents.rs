@@ -34,12 +34,12 @@ use crate::{
         docs::error_responses,
         error::ApiError,
         extract::{CurrentUser, Json, Path, Query},
+        pagination::PageParams,
     },
 };
 
 /// Room for multipart framing (boundaries, part headers) around the file.
 const MULTIPART_OVERHEAD: u64 = 64 * 1024;
-const MAX_PAGE_SIZE: i64 = 100;
 
 pub fn router() -> ApiRouter<AppState> {
     // The upload body is a whole file: the global JSON-sized body limit does
@@ -274,30 +274,6 @@ fn upload_docs(op: TransformOperation) -> TransformOperation {
             .response::<201, Json<DocumentOut>>(),
         &[400, 413, 415, 422, 429, 503],
     )
-}
-
-#[derive(Deserialize, JsonSchema)]
-pub struct PageParams {
-    /// Page size, 1–100 (default 20).
-    pub limit: Option<i64>,
-    /// Items to skip (default 0).
-    pub offset: Option<i64>,
-}
-
-impl PageParams {
-    pub fn resolve(&self) -> Result<(i64, i64), ApiError> {
-        let limit = self.limit.unwrap_or(20);
-        let offset = self.offset.unwrap_or(0);
-        if !(1..=MAX_PAGE_SIZE).contains(&limit) {
-            return Err(ApiError::unprocessable(format!(
-                "limit must be between 1 and {MAX_PAGE_SIZE}"
-            )));
-        }
-        if offset < 0 {
-            return Err(ApiError::unprocessable("offset must not be negative"));
-        }
-        Ok((limit, offset))
-    }
 }
 
 #[derive(Serialize, Deserialize, JsonSchema)]

@@ -25,7 +25,7 @@ use crate::{
         docs::error_responses,
         error::ApiError,
         extract::{CurrentUser, Json, Path, Query},
-        routes::documents::PageParams,
+        pagination::PageParams,
     },
     jobs::{Creation, JobError},
 };
