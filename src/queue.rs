@@ -91,3 +91,13 @@ pub async fn prune(db: &sqlx::PgPool, retention: std::time::Duration) -> Result<
     .await?;
     Ok(removed)
 }
+
+/// Refreshes a worker's `last_seen`, the field orphan rescue reads.
+pub async fn mark_worker_alive(db: &sqlx::PgPool, worker: &str) -> Result<(), sqlx::Error> {
+    // Runtime-checked, like `prune`: apalis's table.
+    sqlx::query("UPDATE apalis.workers SET last_seen = now() WHERE id = $1")
+        .bind(worker)
+        .execute(db)
+        .await?;
+    Ok(())
+}

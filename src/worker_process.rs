@@ -208,11 +208,7 @@ async fn keep_alive(db: PgPool, worker: String) {
     let mut ticker = tokio::time::interval(HEARTBEAT);
     loop {
         ticker.tick().await;
-        // Runtime-checked: apalis's table, outside our offline query data.
-        let beat = sqlx::query("UPDATE apalis.workers SET last_seen = now() WHERE id = $1")
-            .bind(&worker)
-            .execute(&db)
-            .await;
+        let beat = queue::mark_worker_alive(&db, &worker).await;
         if let Err(err) = beat {
             tracing::warn!(error = %err, %worker, "worker keep-alive failed");
         }
