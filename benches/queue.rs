@@ -163,7 +163,7 @@ async fn enqueue_through_api(pool: &PgPool, n: usize) -> anyhow::Result<f64> {
     let shutdown = CancellationToken::new();
     tokio::spawn(http::serve(
         listener,
-        http::router(state),
+        state,
         shutdown.clone().cancelled_owned(),
     ));
 

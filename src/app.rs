@@ -16,6 +16,7 @@ use crate::{
     ephemeral::Ephemeral,
     http::{self, AppState},
     jobs::JobService,
+    live::{self, Hub, Publisher},
     storage::Storage,
     worker_process::{self, WorkerSetup},
 };
@@ -51,10 +52,29 @@ pub async fn build_state_with_db(
              and the token blocklist through Redis); use `docflow all-in-one` for a single node without Redis"
         ),
     };
+    // Status events reach this process's streams through one Redis
+    // subscription, or straight from the in-process worker.
+    let (hub, publisher) = match (&ephemeral, &config.redis_url) {
+        (Ephemeral::Redis(redis), Some(url)) => {
+            let hub = Hub::new(false);
+            live::fanout::spawn(url.expose(), &config.redis_key_prefix, hub.clone())
+                .context("REDIS_URL: cannot build a Redis client")?;
+            (hub, Publisher::Redis(redis.clone()))
+        }
+        _ => {
+            let hub = Hub::new(true);
+            (hub.clone(), Publisher::Local(hub))
+        }
+    };
     let storage = Storage::open(&config.storage)?;
     let keys = TokenKeys::new(config.jwt_secret.expose()).context("JWT_SECRET: unusable")?;
-    let auth = AuthService::new(db.clone(), keys, ephemeral.clone());
-    let jobs = JobService::new(db.clone(), config.job_max_attempts, config.idempotency_ttl);
+    let auth = AuthService::new(db.clone(), keys, ephemeral.clone(), config.stream_token_ttl);
+    let jobs = JobService::new(
+        db.clone(),
+        config.job_max_attempts,
+        config.idempotency_ttl,
+        publisher.clone(),
+    );
     let documents = DocumentService::new(
         db.clone(),
         storage.clone(),
@@ -71,6 +91,8 @@ pub async fn build_state_with_db(
         auth,
         documents,
         jobs,
+        hub,
+        publisher,
     })
 }
 
@@ -112,7 +134,7 @@ async fn serve_api(state: AppState, shutdown: CancellationToken) -> anyhow::Resu
         ephemeral = state.ephemeral.backend_name(),
         "API listening"
     );
-    http::serve(listener, http::router(state), shutdown.cancelled_owned()).await?;
+    http::serve(listener, state, shutdown.cancelled_owned()).await?;
     Ok(())
 }
 
@@ -127,9 +149,26 @@ pub async fn run_worker(config: Config) -> anyhow::Result<()> {
     worker_process::check_tesseract(config.tesseract_enabled)?;
     let db = db::connect_lazy(&config).context("DATABASE_URL: invalid")?;
     let storage = Storage::open(&config.storage)?;
+    let mut setup = WorkerSetup::from_config(&config, db, storage);
+    setup.publisher = match &config.redis_url {
+        Some(url) => match Ephemeral::redis(url.expose(), config.redis_key_prefix.clone())
+            .await
+            .context("REDIS_URL: cannot build a Redis client")?
+        {
+            Ephemeral::Redis(redis) => Publisher::Redis(redis),
+            Ephemeral::InProcess(_) => Publisher::Off,
+        },
+        None => {
+            tracing::warn!(
+                "REDIS_URL is not set: live status streams will see this worker's updates only \
+                 when they re-read Postgres (every SSE_KEEPALIVE_SECS)"
+            );
+            Publisher::Off
+        }
+    };
     let shutdown = CancellationToken::new();
     tokio::spawn(shutdown_on_signal(shutdown.clone()));
-    worker_process::run(WorkerSetup::from_config(&config, db, storage), shutdown).await
+    worker_process::run(setup, shutdown).await
 }
 
 /// The whole system in one process: migrations, API and worker, with the
@@ -140,7 +179,9 @@ pub async fn run_all_in_one(config: Config) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     tokio::spawn(shutdown_on_signal(shutdown.clone()));
     worker_process::check_tesseract(state.config.tesseract_enabled)?;
-    let setup = WorkerSetup::from_config(&state.config, state.db.clone(), state.storage.clone());
+    let mut setup =
+        WorkerSetup::from_config(&state.config, state.db.clone(), state.storage.clone());
+    setup.publisher = state.publisher.clone();
     let worker = worker_process::run(setup, shutdown.clone());
     let api = serve_api(state, shutdown.clone());
     let (api, worker) = tokio::join!(

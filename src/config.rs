@@ -110,6 +110,16 @@ pub struct Config {
     pub ocr_timeout: Duration,
     /// How long finished queue entries are kept before pruning.
     pub queue_retention: Duration,
+    /// Live status streams: the longest one stream stays open (the browser
+    /// then reconnects with Last-Event-ID) and the keepalive interval.
+    pub sse_max_stream: Duration,
+    pub sse_keepalive: Duration,
+    /// Lifetime of a job-scoped stream token (for browsers' EventSource).
+    pub stream_token_ttl: Duration,
+    /// Where traces go (OTLP over HTTP); unset: no tracing export.
+    pub otlp_endpoint: Option<Url>,
+    /// The `service.name` of exported traces.
+    pub otel_service_name: String,
 }
 
 /// Why start-up stopped: names the variable and what is wrong with it.
@@ -268,6 +278,23 @@ impl Config {
         let extract_timeout = positive_secs("EXTRACT_TIMEOUT_SECS", 180)?;
         let ocr_timeout = positive_secs("OCR_TIMEOUT_SECS", 60)?;
         let queue_retention = positive_secs("QUEUE_RETENTION_SECS", 24 * 3600)?;
+        let sse_max_stream = positive_secs("SSE_MAX_STREAM_SECS", 60)?;
+        let sse_keepalive = positive_secs("SSE_KEEPALIVE_SECS", 15)?;
+        let stream_token_ttl = positive_secs("STREAM_TOKEN_TTL_SECS", 60)?;
+        let otlp_endpoint = env
+            .optional("OTEL_EXPORTER_OTLP_ENDPOINT")
+            .map(|raw| {
+                Url::parse(&raw)
+                    .ok()
+                    .filter(|u| matches!(u.scheme(), "http" | "https"))
+                    .ok_or_else(|| {
+                        ConfigError::new(
+                            "OTEL_EXPORTER_OTLP_ENDPOINT",
+                            format!("{raw:?} is not an http(s) URL"),
+                        )
+                    })
+            })
+            .transpose()?;
 
         Ok(Self {
             bind_addr: env.parsed_or("BIND_ADDR", SocketAddr::from(([127, 0, 0, 1], 8000)))?,
@@ -320,6 +347,13 @@ impl Config {
             extract_timeout,
             ocr_timeout,
             queue_retention,
+            sse_max_stream,
+            sse_keepalive,
+            stream_token_ttl,
+            otlp_endpoint,
+            otel_service_name: env
+                .optional("OTEL_SERVICE_NAME")
+                .unwrap_or_else(|| "docflow".to_owned()),
         })
     }
 }

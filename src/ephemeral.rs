@@ -1,6 +1,7 @@
-//! State we can afford to lose: rate-limit counters and the access-token
-//! blocklist. Redis when `REDIS_URL` is set (shared by every replica), or an
-//! in-process map for a single-node `all-in-one`.
+//! State we can afford to lose: rate-limit counters, the access-token
+//! blocklist, and the pub/sub channel that fans live job status out to every
+//! API replica. Redis when `REDIS_URL` is set (shared by every replica), or
+//! in-process for a single-node `all-in-one`.
 //!
 //! Nothing here is a source of truth. Jobs, users and refresh tokens live in
 //! Postgres, so losing Redis costs at most a rate-limit window and lets a
@@ -13,7 +14,7 @@ use std::{
 };
 
 use fred::{
-    interfaces::{ClientLike, KeysInterface, LuaInterface},
+    interfaces::{ClientLike, KeysInterface, LuaInterface, PubsubInterface},
     prelude::{Builder, Client, Config as RedisConfig, Expiration, ReconnectPolicy},
 };
 
@@ -72,18 +73,7 @@ impl Ephemeral {
     /// counted), but a Redis outage at start-up shows in readiness instead of
     /// stopping the process.
     pub async fn redis(url: &str, prefix: String) -> Result<Self, EphemeralError> {
-        let mut config = RedisConfig::from_url(url)?;
-        config.fail_fast = true;
-        let client = Builder::from_config(config)
-            .with_performance_config(|perf| perf.default_command_timeout = REDIS_COMMAND_TIMEOUT)
-            .with_connection_config(|conn| {
-                conn.connection_timeout = Duration::from_secs(2);
-                conn.internal_command_timeout = Duration::from_secs(2);
-                conn.max_command_attempts = 1;
-            })
-            // Retry forever, backing off from 100 ms to 2 s.
-            .set_policy(ReconnectPolicy::new_exponential(0, 100, 2_000, 2))
-            .build()?;
+        let client = redis_client(url)?;
         client.connect();
         if tokio::time::timeout(FIRST_CONNECT_WAIT, client.wait_for_connect())
             .await
@@ -181,7 +171,39 @@ impl Ephemeral {
     }
 }
 
+/// A Redis client that fails commands fast while disconnected and keeps
+/// reconnecting in the background (not connected yet: call `connect`).
+pub fn redis_client(url: &str) -> Result<Client, EphemeralError> {
+    let mut config = RedisConfig::from_url(url)?;
+    config.fail_fast = true;
+    Ok(Builder::from_config(config)
+        .with_performance_config(|perf| perf.default_command_timeout = REDIS_COMMAND_TIMEOUT)
+        .with_connection_config(|conn| {
+            conn.connection_timeout = Duration::from_secs(2);
+            conn.internal_command_timeout = Duration::from_secs(2);
+            conn.max_command_attempts = 1;
+        })
+        // Retry forever, backing off from 100 ms to 2 s.
+        .set_policy(ReconnectPolicy::new_exponential(0, 100, 2_000, 2))
+        .build()?)
+}
+
 impl RedisStore {
+    /// The full name of a pub/sub channel, under this deployment's prefix.
+    pub fn channel(&self, topic: &str) -> String {
+        format!("{}{topic}", self.prefix)
+    }
+
+    /// Publishes on `topic` (under the key prefix); answers at once when
+    /// Redis is down.
+    pub async fn publish(&self, topic: &str, payload: String) -> Result<(), EphemeralError> {
+        self.connected()?;
+        self.client
+            .publish::<i64, _, _>(self.channel(topic), payload)
+            .await?;
+        Ok(())
+    }
+
     /// Answers at once while disconnected, instead of queueing the command
     /// until the command timeout.
     fn connected(&self) -> Result<(), EphemeralError> {

@@ -15,6 +15,8 @@ pub mod ephemeral;
 pub mod extraction;
 pub mod http;
 pub mod jobs;
+pub mod live;
+pub mod metrics;
 pub mod queue;
 pub mod storage;
 pub mod telemetry;

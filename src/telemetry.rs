@@ -1,35 +1,146 @@
-//! Structured logs: one JSON object per line, with `timestamp`, `level`,
-//! `target`, `message`, the `request_id` of the request being served (if any)
-//! and every other field of the event and its enclosing spans under `fields`.
+//! Structured logs and traces.
 //!
-//! tracing-subscriber's own JSON format nests span fields under `span` and
-//! `spans`; log pipelines want `request_id` at the top, hence this layer.
+//! Logs: one JSON object per line, with `timestamp`, `level`, `target`,
+//! `message`, the `request_id` of the request being served (if any), the
+//! `trace_id` of the active span, and every other field of the event and its
+//! enclosing spans under `fields`. tracing-subscriber's own JSON format nests
+//! span fields under `span` and `spans`; log pipelines want `request_id` at
+//! the top, hence this layer.
+//!
+//! Traces: tracing spans become OpenTelemetry spans (tracing-opentelemetry),
+//! exported over OTLP/HTTP when OTEL_EXPORTER_OTLP_ENDPOINT is set. Trace
+//! context crosses the queue as the W3C `traceparent` stored with each job:
+//! the API records its request span's, the worker parents its run on it.
 
 use std::{
     io::Write,
     sync::{Mutex, OnceLock},
 };
 
+use opentelemetry::{
+    propagation::{Extractor, TextMapPropagator},
+    trace::{TraceContextExt, TracerProvider as _},
+};
+use opentelemetry_sdk::{Resource, propagation::TraceContextPropagator, trace::SdkTracerProvider};
 use serde_json::{Map, Value};
 use tracing::{
     Event, Subscriber,
     field::{Field, Visit},
     span::{Attributes, Id, Record},
 };
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::{EnvFilter, Layer, layer::Context, prelude::*, registry::LookupSpan};
 
-/// Installs the global subscriber. The filter comes from `RUST_LOG`
-/// (default `info`, and `warn` for chatty dependencies).
-pub fn init() {
+/// Flushes buffered spans when the process ends.
+pub struct TelemetryGuard(SdkTracerProvider);
+
+impl Drop for TelemetryGuard {
+    fn drop(&mut self) {
+        let _ = self.0.shutdown();
+    }
+}
+
+/// Installs the global subscriber: JSON logs to stdout and, when `otlp` is
+/// set, span export to that collector (OTLP over HTTP). Spans carry trace
+/// ids either way, so logs and stored `traceparent`s always have them.
+/// Must run outside the async runtime (the exporter's HTTP client blocks).
+pub fn init(otlp: Option<&url::Url>, service_name: &str) -> TelemetryGuard {
+    let mut provider = SdkTracerProvider::builder().with_resource(
+        Resource::builder()
+            .with_service_name(service_name.to_owned())
+            .build(),
+    );
+    if let Some(endpoint) = otlp {
+        use opentelemetry_otlp::WithExportConfig;
+        let traces = format!("{}/v1/traces", endpoint.as_str().trim_end_matches('/'));
+        match opentelemetry_otlp::SpanExporter::builder()
+            .with_http()
+            .with_endpoint(traces)
+            .with_timeout(std::time::Duration::from_secs(5))
+            .build()
+        {
+            Ok(exporter) => provider = provider.with_batch_exporter(exporter),
+            Err(err) => eprintln!("OTEL_EXPORTER_OTLP_ENDPOINT: cannot export traces: {err}"),
+        }
+    }
+    let provider = provider.build();
+    install(&provider, true);
+    TelemetryGuard(provider)
+}
+
+/// Installs the global subscriber around `provider` (tests bring one with
+/// an in-memory exporter, and may leave the JSON log lines out). The filter
+/// comes from `RUST_LOG` (default `info`, and `warn` for chatty
+/// dependencies).
+pub fn install(provider: &SdkTracerProvider, json_logs: bool) {
     static INSTALLED: OnceLock<()> = OnceLock::new();
     INSTALLED.get_or_init(|| {
+        opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
         let filter = EnvFilter::try_from_default_env()
             .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,fred=warn,hyper=warn,h2=warn"));
+        let tracer = provider.tracer("docflow");
         let _ = tracing_subscriber::registry()
-            .with(JsonLines::new(std::io::stdout))
+            .with(json_logs.then(|| JsonLines::new(std::io::stdout)))
+            .with(tracing_opentelemetry::layer().with_tracer(tracer))
             .with(filter)
             .try_init();
     });
+}
+
+/// Makes `span` continue the caller's trace when the request carries a
+/// valid W3C `traceparent`.
+pub fn continue_trace(span: &tracing::Span, headers: &axum::http::HeaderMap) {
+    if headers.contains_key("traceparent") {
+        let parent = TraceContextPropagator::new().extract(&HeaderCarrier(headers));
+        if parent.span().span_context().is_valid() {
+            let _ = span.set_parent(parent);
+        }
+    }
+}
+
+/// The current span's W3C `traceparent`, to be stored with a job.
+pub fn current_traceparent() -> Option<String> {
+    let context = tracing::Span::current().context();
+    if !context.span().span_context().is_valid() {
+        return None;
+    }
+    let mut carrier = std::collections::HashMap::new();
+    TraceContextPropagator::new().inject_context(&context, &mut carrier);
+    carrier.remove("traceparent")
+}
+
+/// Parents `span` on a stored `traceparent` (ignored when malformed).
+pub fn set_parent_from(span: &tracing::Span, traceparent: Option<&str>) {
+    let Some(traceparent) = traceparent else {
+        return;
+    };
+    let carrier =
+        std::collections::HashMap::from([("traceparent".to_owned(), traceparent.to_owned())]);
+    let parent = TraceContextPropagator::new().extract(&carrier);
+    if parent.span().span_context().is_valid() {
+        let _ = span.set_parent(parent);
+    }
+}
+
+/// The trace id of the current span, for log lines.
+fn current_trace_id() -> Option<String> {
+    let context = tracing::Span::current().context();
+    let span = context.span();
+    let span_context = span.span_context();
+    span_context
+        .is_valid()
+        .then(|| span_context.trace_id().to_string())
+}
+
+struct HeaderCarrier<'a>(&'a axum::http::HeaderMap);
+
+impl Extractor for HeaderCarrier<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(axum::http::HeaderName::as_str).collect()
+    }
 }
 
 /// Writes each event as one JSON line to the writer `make_writer` returns.
@@ -123,6 +234,11 @@ where
         );
         if let Some(request_id) = fields.remove("request_id") {
             line.insert("request_id".into(), request_id);
+        }
+        if ctx.event_span(event).is_some()
+            && let Some(trace_id) = current_trace_id()
+        {
+            line.insert("trace_id".into(), Value::from(trace_id));
         }
         if !fields.is_empty() {
             line.insert("fields".into(), Value::Object(fields));

@@ -26,6 +26,7 @@ use crate::{
     config::Config,
     extraction::SandboxLimits,
     jobs::process::{Outcome, Processor},
+    live::Publisher,
     queue::{self, ProcessDocument},
     storage::Storage,
 };
@@ -37,6 +38,9 @@ const MISSED_HEARTBEATS: usize = 3;
 /// new entries are picked up at once through NOTIFY.
 const POLL_INTERVAL: Duration = Duration::from_secs(1);
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
+/// How often the queue gauges are refreshed: one cheap query per worker on
+/// this clock, however often Prometheus scrapes.
+const QUEUE_STATS_EVERY: Duration = Duration::from_secs(5);
 /// Pause before apalis re-runs an entry whose run hit a database error.
 const INFRASTRUCTURE_PAUSE: Duration = Duration::from_secs(1);
 
@@ -49,6 +53,8 @@ pub struct WorkerSetup {
     pub sandbox: SandboxLimits,
     pub queue_retention: Duration,
     pub metrics_addr: std::net::SocketAddr,
+    /// Where committed status changes are announced (Off until set).
+    pub publisher: Publisher,
 }
 
 impl WorkerSetup {
@@ -66,6 +72,7 @@ impl WorkerSetup {
             },
             queue_retention: config.queue_retention,
             metrics_addr: config.worker_metrics_addr,
+            publisher: Publisher::Off,
         }
     }
 }
@@ -126,9 +133,13 @@ pub async fn run(setup: WorkerSetup, shutdown: CancellationToken) -> anyhow::Res
         setup.storage.clone(),
         setup.sandbox.clone(),
         scratch,
+        setup.publisher.clone(),
     );
 
+    crate::metrics::handle();
+    crate::metrics::register_worker_series();
     let probes = tokio::spawn(serve_probes(listener, setup.db.clone(), shutdown.clone()));
+    let gauges = tokio::spawn(refresh_queue_gauges(setup.db.clone(), shutdown.clone()));
     let pruner = tokio::spawn(prune_periodically(
         setup.db.clone(),
         setup.queue_retention,
@@ -142,7 +153,7 @@ pub async fn run(setup: WorkerSetup, shutdown: CancellationToken) -> anyhow::Res
     )
     .await;
     shutdown.cancel();
-    let _ = tokio::join!(probes, pruner);
+    let _ = tokio::join!(probes, pruner, gauges);
     tracing::info!("worker stopped");
     Ok(())
 }
@@ -288,9 +299,40 @@ async fn prune_periodically(db: PgPool, retention: Duration, shutdown: Cancellat
     }
 }
 
+async fn refresh_queue_gauges(db: PgPool, shutdown: CancellationToken) {
+    let mut ticker = tokio::time::interval(QUEUE_STATS_EVERY);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            () = shutdown.cancelled() => return,
+        }
+        match crate::db::jobs::queue_stats(&db).await {
+            Ok(stats) => crate::metrics::set_queue(
+                stats.queued,
+                stats.processing,
+                stats.oldest_queued_age_secs,
+                stats.dead_letters,
+            ),
+            Err(err) => tracing::warn!(error = %err, "reading queue gauges failed"),
+        }
+    }
+}
+
 async fn serve_probes(listener: TcpListener, db: PgPool, shutdown: CancellationToken) {
     let probes = Router::new()
         .route("/health/live", get(|| async { "alive" }))
+        .route(
+            "/metrics",
+            get(|| async {
+                (
+                    [(
+                        axum::http::header::CONTENT_TYPE,
+                        "text/plain; version=0.0.4; charset=utf-8",
+                    )],
+                    crate::metrics::handle().render(),
+                )
+            }),
+        )
         .route(
             "/health/ready",
             get(move || {

@@ -5,25 +5,15 @@ mod common;
 
 use std::{
     io::{BufRead, BufReader},
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
-use common::{database_url, free_port};
+use common::{Running, database_url, docflow_command as docflow, free_port, wait_until_live};
 use serde_json::Value;
 use sqlx::PgPool;
 
 const SECRET: &str = "process-test-secret-process-test-secret";
-
-fn docflow() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_docflow"));
-    // Only what each test sets: no .env, no inherited configuration.
-    command
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default());
-    command.current_dir(std::env::temp_dir());
-    command
-}
 
 #[test]
 fn missing_or_bad_configuration_stops_start_up_with_one_clear_line() {
@@ -57,26 +47,6 @@ fn api_replicas_refuse_to_start_without_redis() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("REDIS_URL"), "{stderr}");
     assert!(stderr.contains("all-in-one"), "{stderr}");
-}
-
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn wait_until_live(port: u16) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("docflow did not start listening on {port}");
 }
 
 #[sqlx::test]
@@ -157,6 +127,12 @@ async fn all_in_one_logs_json_with_request_ids_and_drains_on_sigterm(db: PgPool)
         .expect("access log line");
     assert_eq!(completed["fields"]["status"], 422);
     assert_eq!(completed["fields"]["route"], "/api/v1/auth/register");
+    // Lines written inside a span carry its trace id, to jump to the trace.
+    let trace_id = completed["trace_id"].as_str().expect("trace_id");
+    assert!(
+        trace_id.len() == 32 && trace_id.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{completed}"
+    );
     assert!(
         lines
             .iter()
@@ -168,4 +144,134 @@ async fn all_in_one_logs_json_with_request_ids_and_drains_on_sigterm(db: PgPool)
         !everything.contains(SECRET),
         "the JWT secret reached the logs"
     );
+}
+
+#[sqlx::test]
+async fn stream_tokens_stay_out_of_logs_and_open_streams_end_on_sigterm(db: PgPool) {
+    let port = free_port();
+    let storage = tempfile::tempdir().expect("tempdir");
+    let database = database_url(&db).await;
+    // #[sqlx::test] migrated our schema; `docflow migrate` adds the queue's.
+    let migrated = docflow()
+        .arg("migrate")
+        .env("JWT_SECRET", SECRET)
+        .env("DATABASE_URL", &database)
+        .stdout(Stdio::null())
+        .status()
+        .expect("migrate");
+    assert!(migrated.success());
+    // An API replica and no worker: the job stays queued, the stream open.
+    let child = docflow()
+        .arg("api")
+        .env("JWT_SECRET", SECRET)
+        .env("DATABASE_URL", &database)
+        .env("REDIS_URL", common::redis_url())
+        .env(
+            "REDIS_KEY_PREFIX",
+            format!("docflow-test:{}:", uuid::Uuid::new_v4()),
+        )
+        .env("BIND_ADDR", format!("127.0.0.1:{port}"))
+        .env("STORAGE_URL", storage.path())
+        .env("RUST_LOG", "debug")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut running = Running(child);
+    wait_until_live(port);
+    let client = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{port}");
+    let credentials = serde_json::json!({"email": "ops@example.com", "password": common::PASSWORD});
+    let registered = client
+        .post(format!("{base}/api/v1/auth/register"))
+        .json(&credentials)
+        .send()
+        .await
+        .expect("register");
+    assert_eq!(registered.status(), 201);
+    let login: Value = client
+        .post(format!("{base}/api/v1/auth/login"))
+        .json(&credentials)
+        .send()
+        .await
+        .expect("login")
+        .json()
+        .await
+        .expect("json");
+    let access = login["access_token"].as_str().expect("access");
+    let part = reqwest::multipart::Part::bytes(b"Queued forever.".to_vec())
+        .file_name("queued.txt")
+        .mime_str("text/plain")
+        .expect("mime");
+    let document: Value = client
+        .post(format!("{base}/api/v1/documents/upload"))
+        .bearer_auth(access)
+        .multipart(reqwest::multipart::Form::new().part("file", part))
+        .send()
+        .await
+        .expect("upload")
+        .json()
+        .await
+        .expect("json");
+    let job: Value = client
+        .post(format!("{base}/api/v1/jobs"))
+        .bearer_auth(access)
+        .json(&serde_json::json!({"document_id": document["id"]}))
+        .send()
+        .await
+        .expect("job")
+        .json()
+        .await
+        .expect("json");
+    let minted: Value = client
+        .post(format!(
+            "{base}/api/v1/jobs/{}/stream-token",
+            job["id"].as_str().expect("id")
+        ))
+        .bearer_auth(access)
+        .send()
+        .await
+        .expect("token")
+        .json()
+        .await
+        .expect("json");
+    let token = minted["token"].as_str().expect("token").to_owned();
+    let events_url = format!("{base}{}", minted["events_url"].as_str().expect("url"));
+    let mut stream = common::SseReader::new(client.get(&events_url).send().await.expect("stream"));
+    let snapshot = stream
+        .next(Duration::from_secs(10))
+        .await
+        .expect("snapshot");
+    assert_eq!(snapshot.data["status"], "queued");
+
+    let sent_at = Instant::now();
+    let status = Command::new("kill")
+        .args(["-TERM", &running.0.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    // The open stream ends instead of holding the drain open.
+    assert!(stream.next(Duration::from_secs(5)).await.is_none());
+    let exit = loop {
+        if let Some(exit) = running.0.try_wait().expect("wait") {
+            break exit;
+        }
+        assert!(sent_at.elapsed() < Duration::from_secs(10), "did not exit");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(exit.success(), "exit status {exit:?}");
+
+    let mut logs = String::new();
+    for pipe in [
+        Box::new(running.0.stdout.take().expect("stdout")) as Box<dyn std::io::Read>,
+        Box::new(running.0.stderr.take().expect("stderr")),
+    ] {
+        std::io::Read::read_to_string(&mut BufReader::new(pipe), &mut logs).expect("read");
+    }
+    assert!(
+        logs.contains("/api/v1/jobs/{id}/events"),
+        "the stream request was logged (by route): {logs}"
+    );
+    assert!(!logs.contains(&token), "a stream token reached the logs");
+    assert!(!logs.contains(access), "an access token reached the logs");
 }

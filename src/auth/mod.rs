@@ -10,4 +10,6 @@ mod service;
 mod tokens;
 
 pub use service::{AuthError, AuthService, Session};
-pub use tokens::{ACCESS_TOKEN_TTL, AccessClaims, REFRESH_TOKEN_TTL, TokenError, TokenKeys};
+pub use tokens::{
+    ACCESS_TOKEN_TTL, AccessClaims, REFRESH_TOKEN_TTL, StreamClaims, TokenError, TokenKeys,
+};

@@ -6,7 +6,7 @@ use uuid::Uuid;
 
 use super::{
     passwords,
-    tokens::{AccessClaims, TokenError, TokenKeys},
+    tokens::{AccessClaims, StreamClaims, TokenError, TokenKeys},
 };
 use crate::{
     db::{self, users::User},
@@ -65,15 +65,22 @@ pub struct AuthService {
     db: PgPool,
     keys: TokenKeys,
     ephemeral: Ephemeral,
+    stream_token_ttl: std::time::Duration,
 }
 
 impl AuthService {
-    pub fn new(db: PgPool, keys: TokenKeys, ephemeral: Ephemeral) -> Self {
+    pub fn new(
+        db: PgPool,
+        keys: TokenKeys,
+        ephemeral: Ephemeral,
+        stream_token_ttl: std::time::Duration,
+    ) -> Self {
         passwords::warm_up();
         Self {
             db,
             keys,
             ephemeral,
+            stream_token_ttl,
         }
     }
 
@@ -195,16 +202,38 @@ impl AuthService {
     /// during a Redis outage would turn a cache failure into a full outage.
     pub async fn authenticate(&self, access_token: &str) -> Result<AccessClaims, AuthError> {
         let claims = self.keys.verify_access(access_token)?;
-        match self
-            .ephemeral
-            .is_token_blocked(&claims.jti.to_string())
-            .await
-        {
+        self.ensure_not_blocked(claims.jti).await?;
+        Ok(claims)
+    }
+
+    /// A short-lived token that opens one job's status stream (the caller
+    /// checked that the job is theirs). It dies with the session it was
+    /// issued under.
+    pub fn issue_stream_token(
+        &self,
+        access: &AccessClaims,
+        job_id: crate::domain::JobId,
+    ) -> Result<(String, DateTime<Utc>), AuthError> {
+        Ok(self
+            .keys
+            .issue_stream(access, job_id, Utc::now(), self.stream_token_ttl)?)
+    }
+
+    /// Verifies a stream token: signature, expiry, type, and that its
+    /// session has not logged out.
+    pub async fn authenticate_stream(&self, token: &str) -> Result<StreamClaims, AuthError> {
+        let claims = self.keys.verify_stream(token)?;
+        self.ensure_not_blocked(claims.session).await?;
+        Ok(claims)
+    }
+
+    async fn ensure_not_blocked(&self, jti: Uuid) -> Result<(), AuthError> {
+        match self.ephemeral.is_token_blocked(&jti.to_string()).await {
             Ok(true) => Err(AuthError::InvalidToken),
-            Ok(false) => Ok(claims),
+            Ok(false) => Ok(()),
             Err(err) => {
                 tracing::warn!(error = %err, "token blocklist unavailable; accepting unexpired token");
-                Ok(claims)
+                Ok(())
             }
         }
     }

@@ -7,7 +7,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, deco
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::domain::UserId;
+use crate::domain::{JobId, UserId};
 
 pub const ACCESS_TOKEN_TTL: Duration = Duration::from_secs(15 * 60);
 pub const REFRESH_TOKEN_TTL: Duration = Duration::from_secs(30 * 24 * 60 * 60);
@@ -17,6 +17,9 @@ pub const REFRESH_TOKEN_TTL: Duration = Duration::from_secs(30 * 24 * 60 * 60);
 enum TokenType {
     Access,
     Refresh,
+    /// Opens one job's status stream, for clients that cannot send headers
+    /// (a browser's EventSource).
+    Stream,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -29,6 +32,13 @@ struct Claims {
     /// Refresh tokens only: the login this token descends from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     fam: Option<Uuid>,
+    /// Stream tokens only: the one job they open.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    job: Option<Uuid>,
+    /// Stream tokens only: the access token (session) they were issued
+    /// under, so logging out also ends them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    sid: Option<Uuid>,
 }
 
 /// What a verified access token tells us.
@@ -44,6 +54,15 @@ pub struct AccessClaims {
 pub struct RefreshClaims {
     pub user_id: UserId,
     pub jti: Uuid,
+}
+
+/// What a verified stream token tells us.
+#[derive(Debug, Clone)]
+pub struct StreamClaims {
+    pub user_id: UserId,
+    pub job_id: JobId,
+    /// The `jti` of the access token it was issued under.
+    pub session: Uuid,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -89,6 +108,8 @@ impl TokenKeys {
             iat: now.timestamp(),
             exp: expires_at.timestamp(),
             fam: None,
+            job: None,
+            sid: None,
         })?;
         Ok((
             token,
@@ -116,8 +137,41 @@ impl TokenKeys {
             iat: now.timestamp(),
             exp: expires_at.timestamp(),
             fam: Some(family_id),
+            job: None,
+            sid: None,
         })?;
         Ok((token, expires_at))
+    }
+
+    /// A token that opens `job_id`'s status stream until `now + ttl`.
+    pub fn issue_stream(
+        &self,
+        access: &AccessClaims,
+        job_id: JobId,
+        now: DateTime<Utc>,
+        ttl: Duration,
+    ) -> anyhow::Result<(String, DateTime<Utc>)> {
+        let expires_at = now + ttl;
+        let token = self.sign(&Claims {
+            sub: access.user_id.0,
+            jti: Uuid::new_v4(),
+            typ: TokenType::Stream,
+            iat: now.timestamp(),
+            exp: expires_at.timestamp(),
+            fam: None,
+            job: Some(job_id.0),
+            sid: Some(access.jti),
+        })?;
+        Ok((token, expires_at))
+    }
+
+    pub fn verify_stream(&self, token: &str) -> Result<StreamClaims, TokenError> {
+        let claims = self.verify(token, TokenType::Stream)?;
+        Ok(StreamClaims {
+            user_id: UserId(claims.sub),
+            job_id: JobId(claims.job.ok_or(TokenError::Invalid)?),
+            session: claims.sid.ok_or(TokenError::Invalid)?,
+        })
     }
 
     pub fn verify_access(&self, token: &str) -> Result<AccessClaims, TokenError> {
@@ -184,6 +238,22 @@ mod tests {
             .expect("issue");
         assert!(matches!(
             keys.verify_access(&refresh),
+            Err(TokenError::Invalid)
+        ));
+
+        let job = JobId::generate();
+        let (stream, _) = keys
+            .issue_stream(&claims, job, Utc::now(), Duration::from_secs(60))
+            .expect("issue");
+        let verified = keys.verify_stream(&stream).expect("valid");
+        assert_eq!(verified.job_id, job);
+        assert_eq!(verified.session, claims.jti);
+        assert!(matches!(
+            keys.verify_access(&stream),
+            Err(TokenError::Invalid)
+        ));
+        assert!(matches!(
+            keys.verify_stream(&access),
             Err(TokenError::Invalid)
         ));
     }

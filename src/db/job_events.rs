@@ -54,3 +54,18 @@ pub async fn list_after(
     .fetch_all(db)
     .await
 }
+
+/// The job's most recent event: its current state as a stream reports it.
+pub async fn latest(
+    db: impl PgExecutor<'_>,
+    job_id: JobId,
+) -> Result<Option<JobEvent>, sqlx::Error> {
+    sqlx::query_as!(
+        JobEvent,
+        r#"SELECT job_id AS "job_id: JobId", seq, status, attempts, error, created_at
+           FROM job_events WHERE job_id = $1 ORDER BY seq DESC LIMIT 1"#,
+        job_id.0,
+    )
+    .fetch_optional(db)
+    .await
+}

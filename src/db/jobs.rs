@@ -302,3 +302,33 @@ pub async fn lock_for_document_delete(
     .await?;
     Ok(statuses.iter().any(|status| status == "processing"))
 }
+
+/// What the queue gauges show: one query over the active jobs (a partial
+/// index) and the dead-letter table.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct QueueStats {
+    pub queued: i64,
+    pub processing: i64,
+    /// Seconds the longest-waiting queued job has waited; 0 when none.
+    pub oldest_queued_age_secs: f64,
+    pub dead_letters: i64,
+}
+
+pub async fn queue_stats(db: impl PgExecutor<'_>) -> Result<QueueStats, sqlx::Error> {
+    let row = sqlx::query!(
+        r#"SELECT
+             count(*) FILTER (WHERE status = 'queued') AS "queued!",
+             count(*) FILTER (WHERE status = 'processing') AS "processing!",
+             coalesce(extract(epoch FROM now() - min(updated_at) FILTER (WHERE status = 'queued')), 0)::float8 AS "oldest_queued_age_secs!",
+             (SELECT count(*) FROM dead_letter_jobs) AS "dead_letters!"
+           FROM jobs WHERE status IN ('queued', 'processing')"#
+    )
+    .fetch_one(db)
+    .await?;
+    Ok(QueueStats {
+        queued: row.queued,
+        processing: row.processing,
+        oldest_queued_age_secs: row.oldest_queued_age_secs,
+        dead_letters: row.dead_letters,
+    })
+}

@@ -8,6 +8,7 @@ pub mod pagination;
 mod rate_limit;
 pub mod request_id;
 pub mod routes;
+mod web;
 
 use std::{future::Future, net::SocketAddr, sync::Arc};
 
@@ -28,8 +29,13 @@ use tower_http::{
 };
 
 use crate::{
-    auth::AuthService, config::Config, documents::DocumentService, ephemeral::Ephemeral,
-    jobs::JobService, storage::Storage,
+    auth::AuthService,
+    config::Config,
+    documents::DocumentService,
+    ephemeral::Ephemeral,
+    jobs::JobService,
+    live::{Hub, Publisher},
+    storage::Storage,
 };
 use error::ApiError;
 
@@ -46,6 +52,10 @@ pub struct AppState {
     pub auth: AuthService,
     pub documents: DocumentService,
     pub jobs: JobService,
+    /// Hands status events to this process's live streams.
+    pub hub: Hub,
+    /// Announces status changes this process commits.
+    pub publisher: Publisher,
 }
 
 /// The documented API routes, before state and middleware: shared by the
@@ -55,7 +65,10 @@ fn api_routes() -> ApiRouter<AppState> {
         .nest("/api/v1/auth", routes::auth::router())
         .nest("/api/v1/health", routes::health::router())
         .nest("/api/v1/documents", routes::documents::router())
-        .nest("/api/v1/jobs", routes::jobs::router())
+        .nest(
+            "/api/v1/jobs",
+            routes::jobs::router().merge(routes::job_events::router()),
+        )
         .nest("/api/v1/admin", routes::admin::router())
 }
 
@@ -68,6 +81,8 @@ pub fn openapi() -> OpenApi {
 
 pub fn router(state: AppState) -> Router {
     aide::generate::extract_schemas(true);
+    crate::metrics::handle();
+    crate::metrics::register_api_series();
     let mut api = OpenApi::default();
     let timeouts = Timeouts {
         default: state.config.request_timeout,
@@ -78,6 +93,8 @@ pub fn router(state: AppState) -> Router {
     api_routes()
         .merge(docs::router())
         .finish_api_with(&mut api, docs::describe_api)
+        .merge(web::router())
+        .route("/metrics", axum::routing::get(render_metrics))
         .route_layer(middleware::from_fn(move |req, next| {
             enforce_timeout(timeouts, req, next)
         }))
@@ -96,18 +113,23 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Serves until `shutdown` resolves, then stops accepting and lets in-flight
-/// requests finish.
+/// Serves the API until `shutdown` resolves, then stops accepting, ends the
+/// live status streams (which would otherwise hold the drain open) and lets
+/// in-flight requests finish.
 pub async fn serve(
     listener: TcpListener,
-    router: Router,
+    state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let hub = state.hub.clone();
     axum::serve(
         listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
+        router(state).into_make_service_with_connect_info::<SocketAddr>(),
     )
-    .with_graceful_shutdown(shutdown)
+    .with_graceful_shutdown(async move {
+        shutdown.await;
+        hub.close();
+    })
     .await
 }
 
@@ -163,6 +185,19 @@ async fn enforce_timeout(
         )
         .into_response(),
     }
+}
+
+/// Prometheus exposition of this process's metrics. Not in the OpenAPI
+/// document (it is for Prometheus, not API clients) and not routed by the
+/// reverse proxy.
+async fn render_metrics() -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        crate::metrics::handle().render(),
+    )
 }
 
 async fn unknown_route() -> ApiError {

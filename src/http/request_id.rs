@@ -1,6 +1,8 @@
-//! Request correlation: every request gets an id (the client's X-Request-ID
-//! when it is a sane token, else a fresh one), echoed in the response and
-//! carried by every log line written while serving it.
+//! Request correlation and accounting: every request gets an id (the
+//! client's X-Request-ID when it is a sane token, else a fresh one), echoed
+//! in the response and carried by every log line written while serving it;
+//! a span that continues the caller's W3C trace; an access log line and the
+//! HTTP metrics, labelled by route template.
 
 use std::time::Instant;
 
@@ -55,6 +57,8 @@ pub async fn propagate_request_id(mut request: Request, next: Next) -> Response 
     let method = request.method().clone();
     let span = tracing::info_span!("request", request_id = %request_id, method = %method, route = "unmatched");
 
+    crate::telemetry::continue_trace(&span, request.headers());
+
     let started = Instant::now();
     let mut response = REQUEST_ID
         .scope(
@@ -63,10 +67,16 @@ pub async fn propagate_request_id(mut request: Request, next: Next) -> Response 
         )
         .await;
     let status = response.status().as_u16();
-    let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let elapsed = started.elapsed();
+    let latency_ms = elapsed.as_secs_f64() * 1000.0;
     span.in_scope(|| {
         tracing::info!(status, latency_ms, "request completed");
     });
+    let route = response
+        .extensions()
+        .get::<RouteLabel>()
+        .map_or("unmatched", |route| route.0.as_str());
+    crate::metrics::record_http(method.as_str(), route, status, elapsed);
 
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert(X_REQUEST_ID.clone(), value);
@@ -74,12 +84,25 @@ pub async fn propagate_request_id(mut request: Request, next: Next) -> Response 
     response
 }
 
+/// The matched route template, handed from the route layer back out to
+/// `propagate_request_id` for the metrics labels.
+#[derive(Clone)]
+struct RouteLabel(String);
+
 /// Runs after routing (as a route layer), where the matched template is known.
 pub async fn record_route(request: Request, next: Next) -> Response {
-    if let Some(path) = request.extensions().get::<MatchedPath>() {
-        tracing::Span::current().record("route", path.as_str());
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|path| path.as_str().to_owned());
+    if let Some(route) = &route {
+        tracing::Span::current().record("route", route.as_str());
     }
-    next.run(request).await
+    let mut response = next.run(request).await;
+    if let Some(route) = route {
+        response.extensions_mut().insert(RouteLabel(route));
+    }
+    response
 }
 
 #[cfg(test)]

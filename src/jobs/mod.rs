@@ -19,6 +19,7 @@ use crate::{
         processing_results::ProcessingResult,
     },
     domain::{DocumentId, FailureReason, IdempotencyKey, JobEventKind, JobId, JobStatus, UserId},
+    live::Publisher,
     queue,
 };
 
@@ -53,14 +54,21 @@ pub struct JobService {
     db: PgPool,
     max_attempts: i32,
     idempotency_ttl: Duration,
+    publisher: Publisher,
 }
 
 impl JobService {
-    pub fn new(db: PgPool, max_attempts: u32, idempotency_ttl: Duration) -> Self {
+    pub fn new(
+        db: PgPool,
+        max_attempts: u32,
+        idempotency_ttl: Duration,
+        publisher: Publisher,
+    ) -> Self {
         Self {
             db,
             max_attempts: i32::try_from(max_attempts).unwrap_or(i32::MAX),
             idempotency_ttl,
+            publisher,
         }
     }
 
@@ -118,9 +126,10 @@ impl JobService {
             }
             return Ok((existing, Creation::Replayed));
         };
-        db::job_events::append(&mut tx, job.id, JobEventKind::Queued, 0, None).await?;
+        let queued = db::job_events::append(&mut tx, job.id, JobEventKind::Queued, 0, None).await?;
         queue::push(&mut tx, job.id, None).await?;
         tx.commit().await?;
+        self.publisher.publish([queued]).await;
         Ok((job, Creation::Created))
     }
 
@@ -186,12 +195,13 @@ impl JobService {
         }
         db::jobs::reset_for_requeue(&mut tx, id).await?;
         db::dead_letter_jobs::delete(&mut tx, id).await?;
-        db::job_events::append(&mut tx, id, JobEventKind::Requeued, 0, None).await?;
+        let requeued = db::job_events::append(&mut tx, id, JobEventKind::Requeued, 0, None).await?;
         queue::push(&mut tx, id, None).await?;
         let job = db::jobs::lock(&mut tx, id)
             .await?
             .ok_or(JobError::NotFound)?;
         tx.commit().await?;
+        self.publisher.publish([requeued]).await;
         Ok(job)
     }
 }

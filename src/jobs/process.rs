@@ -8,7 +8,10 @@
 //!    `succeeded`; or a retry (`queued`, a new queue entry at the backoff
 //!    time); or `failed` and its dead-letter record.
 
-use std::{path::PathBuf, time::Duration};
+use std::{
+    path::PathBuf,
+    time::{Duration, Instant},
+};
 
 use chrono::Utc;
 use docflow_worker::{ContentKind, ExtractError};
@@ -16,11 +19,13 @@ use futures_util::StreamExt;
 use rand::Rng;
 use sqlx::PgPool;
 use tokio::io::AsyncWriteExt;
+use tracing::Instrument;
 
 use crate::{
-    db,
+    db::{self, job_events::JobEvent},
     domain::{FailureReason, JobEventKind, JobId, JobStatus},
     extraction::{SandboxError, SandboxLimits, extract_in_child},
+    live::Publisher,
     queue,
     storage::Storage,
 };
@@ -62,15 +67,23 @@ pub struct Processor {
     storage: Storage,
     sandbox: SandboxLimits,
     scratch: PathBuf,
+    publisher: Publisher,
 }
 
 impl Processor {
-    pub fn new(db: PgPool, storage: Storage, sandbox: SandboxLimits, scratch: PathBuf) -> Self {
+    pub fn new(
+        db: PgPool,
+        storage: Storage,
+        sandbox: SandboxLimits,
+        scratch: PathBuf,
+        publisher: Publisher,
+    ) -> Self {
         Self {
             db,
             storage,
             sandbox,
             scratch,
+            publisher,
         }
     }
 
@@ -81,6 +94,13 @@ impl Processor {
     /// Runs the job. An `Err` means infrastructure failed (Postgres), not the
     /// job: the queue entry is then retried as is.
     pub async fn process(&self, job_id: JobId) -> Result<Outcome, sqlx::Error> {
+        let started = Instant::now();
+        let outcome = self.process_inner(job_id).await?;
+        record_outcome(&outcome, started.elapsed());
+        Ok(outcome)
+    }
+
+    async fn process_inner(&self, job_id: JobId) -> Result<Outcome, sqlx::Error> {
         let mut tx = self.db.begin().await?;
         let Some(job) = db::jobs::lock(&mut tx, job_id).await? else {
             return Ok(Outcome::Skipped);
@@ -95,7 +115,7 @@ impl Processor {
                 .last_error
                 .clone()
                 .unwrap_or_else(|| "the worker stopped during the last attempt".to_owned());
-            let outcome = self
+            let (outcome, event) = self
                 .record_failure(
                     &mut tx,
                     job_id,
@@ -105,13 +125,33 @@ impl Processor {
                 )
                 .await?;
             tx.commit().await?;
+            self.publisher.publish([event]).await;
             return Ok(outcome);
         }
+        if job.status == JobStatus::Processing {
+            // A worker died mid-run; its entry was rescued and this is the
+            // re-run.
+            crate::metrics::orphan_rescued();
+        }
         let attempts = db::jobs::start_attempt(&mut tx, job_id).await?;
-        db::job_events::append(&mut tx, job_id, JobEventKind::Processing, attempts, None).await?;
+        let started =
+            db::job_events::append(&mut tx, job_id, JobEventKind::Processing, attempts, None)
+                .await?;
         tx.commit().await?;
-        tracing::info!(%job_id, attempts, "job started");
+        self.publisher.publish([started]).await;
 
+        // One span per run, continuing the trace of the request that created
+        // the job.
+        let span = tracing::info_span!("job.process", %job_id, attempts);
+        crate::telemetry::set_parent_from(&span, job.traceparent.as_deref());
+        self.finish_run(job, attempts).instrument(span).await
+    }
+
+    /// Runs the extraction and records its outcome (the part of a run that
+    /// belongs to the job's trace).
+    async fn finish_run(&self, job: db::jobs::Job, attempts: i32) -> Result<Outcome, sqlx::Error> {
+        let job_id = job.id;
+        tracing::info!(%job_id, attempts, "job started");
         let result = self.run(job.document_id).await;
 
         let mut tx = self.db.begin().await?;
@@ -122,7 +162,7 @@ impl Processor {
             // Someone else owns this job now (a rescued duplicate finished it).
             return Ok(Outcome::Skipped);
         }
-        let outcome = match result {
+        let (outcome, event) = match result {
             Ok(value) => {
                 let first =
                     db::processing_results::insert(&mut tx, job_id, job.document_id, &value)
@@ -131,14 +171,20 @@ impl Processor {
                     tracing::warn!(%job_id, "result already recorded; keeping the first");
                 }
                 db::jobs::set_succeeded(&mut tx, job_id).await?;
-                db::job_events::append(&mut tx, job_id, JobEventKind::Succeeded, attempts, None)
-                    .await?;
-                Outcome::Succeeded
+                let event = db::job_events::append(
+                    &mut tx,
+                    job_id,
+                    JobEventKind::Succeeded,
+                    attempts,
+                    None,
+                )
+                .await?;
+                (Outcome::Succeeded, event)
             }
             Err(Failure::Transient(error)) if attempts < current.max_attempts => {
                 let delay = backoff(attempts);
                 db::jobs::set_retry_pending(&mut tx, job_id, &error).await?;
-                db::job_events::append(
+                let event = db::job_events::append(
                     &mut tx,
                     job_id,
                     JobEventKind::RetryScheduled,
@@ -150,7 +196,7 @@ impl Processor {
                 queue::push(&mut tx, job_id, Some(run_at))
                     .await
                     .map_err(|e| sqlx::Error::Protocol(format!("enqueueing the retry: {e}")))?;
-                Outcome::RetryScheduled { delay }
+                (Outcome::RetryScheduled { delay }, event)
             }
             Err(Failure::Transient(error)) => {
                 self.record_failure(
@@ -168,6 +214,7 @@ impl Processor {
             }
         };
         tx.commit().await?;
+        self.publisher.publish([event]).await;
         tracing::info!(%job_id, attempts, outcome = ?outcome, "job finished");
         Ok(outcome)
     }
@@ -175,6 +222,16 @@ impl Processor {
     /// Fails a job after its run crashed the task (a panic): terminal,
     /// `unhandled`, and recorded like every other failure.
     pub async fn fail_unhandled(&self, job_id: JobId, error: &str) -> Result<Outcome, sqlx::Error> {
+        let outcome = self.fail_unhandled_inner(job_id, error).await?;
+        record_outcome(&outcome, Duration::ZERO);
+        Ok(outcome)
+    }
+
+    async fn fail_unhandled_inner(
+        &self,
+        job_id: JobId,
+        error: &str,
+    ) -> Result<Outcome, sqlx::Error> {
         let mut tx = self.db.begin().await?;
         let Some(job) = db::jobs::lock(&mut tx, job_id).await? else {
             return Ok(Outcome::Skipped);
@@ -182,7 +239,7 @@ impl Processor {
         if job.status.is_terminal() {
             return Ok(Outcome::Skipped);
         }
-        let outcome = self
+        let (outcome, event) = self
             .record_failure(
                 &mut tx,
                 job_id,
@@ -192,6 +249,7 @@ impl Processor {
             )
             .await?;
         tx.commit().await?;
+        self.publisher.publish([event]).await;
         Ok(outcome)
     }
 
@@ -202,14 +260,19 @@ impl Processor {
         attempts: i32,
         reason: FailureReason,
         error: &str,
-    ) -> Result<Outcome, sqlx::Error> {
+    ) -> Result<(Outcome, JobEvent), sqlx::Error> {
         db::jobs::set_failed(conn, job_id, error).await?;
         db::dead_letter_jobs::insert(conn, job_id, reason, error, attempts).await?;
-        db::job_events::append(conn, job_id, JobEventKind::Failed, attempts, Some(error)).await?;
-        Ok(Outcome::Failed {
-            reason,
-            error: error.to_owned(),
-        })
+        let event =
+            db::job_events::append(conn, job_id, JobEventKind::Failed, attempts, Some(error))
+                .await?;
+        Ok((
+            Outcome::Failed {
+                reason,
+                error: error.to_owned(),
+            },
+            event,
+        ))
     }
 
     /// Downloads and extracts; the result as stored JSON.
@@ -284,6 +347,16 @@ impl Processor {
             .await
             .map_err(|e| Failure::Transient(format!("scratch space: {e}")))?;
         Ok(())
+    }
+}
+
+/// Counts a run in the worker's metrics.
+fn record_outcome(outcome: &Outcome, elapsed: Duration) {
+    match outcome {
+        Outcome::Succeeded => crate::metrics::job_succeeded(elapsed),
+        Outcome::RetryScheduled { .. } => crate::metrics::retry_scheduled(elapsed),
+        Outcome::Failed { reason, .. } => crate::metrics::job_failed(*reason, elapsed),
+        Outcome::Skipped => {}
     }
 }
 

@@ -86,10 +86,9 @@ impl TestApp {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let shutdown = CancellationToken::new();
-        let router = http::router(state.clone());
         tokio::spawn(http::serve(
             listener,
-            router,
+            state.clone(),
             shutdown.clone().cancelled_owned(),
         ));
 
@@ -106,8 +105,9 @@ impl TestApp {
     }
 
     /// Runs a worker in this process (extracting in real `docflow extract`
-    /// children) until the app is dropped.
-    pub fn start_worker(&self) {
+    /// children) until the app is dropped. Returns its probe and metrics
+    /// address.
+    pub fn start_worker(&self) -> SocketAddr {
         let config = &self.state.config;
         let mut setup = docflow::worker_process::WorkerSetup::from_config(
             config,
@@ -115,13 +115,16 @@ impl TestApp {
             self.state.storage.clone(),
         );
         setup.sandbox.program = Some(env!("CARGO_BIN_EXE_docflow").into());
-        setup.metrics_addr = "127.0.0.1:0".parse().expect("addr");
+        let metrics_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+        setup.metrics_addr = metrics_addr;
+        setup.publisher = self.state.publisher.clone();
         let shutdown = self.shutdown.clone();
         tokio::spawn(async move {
             if let Err(err) = docflow::worker_process::run(setup, shutdown).await {
                 panic!("worker failed: {err:#}");
             }
         });
+        metrics_addr
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -430,4 +433,124 @@ pub async fn assert_error(response: Response, status: StatusCode, code: &str) ->
         "body: {body}"
     );
     body
+}
+
+/// One Server-Sent Event as a client sees it.
+#[derive(Debug, Clone)]
+pub struct SseEvent {
+    pub event: String,
+    pub id: Option<String>,
+    pub data: Value,
+}
+
+/// Reads an `text/event-stream` response frame by frame, as EventSource
+/// would (comments are counted, not returned).
+pub struct SseReader {
+    body: std::pin::Pin<Box<dyn futures_util::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>,
+    buffer: String,
+    pub comments: usize,
+}
+
+impl SseReader {
+    pub fn new(response: Response) -> Self {
+        assert_eq!(response.status(), StatusCode::OK, "stream refused");
+        assert_eq!(
+            response.headers()["content-type"],
+            "text/event-stream",
+            "content type"
+        );
+        Self {
+            body: Box::pin(response.bytes_stream()),
+            buffer: String::new(),
+            comments: 0,
+        }
+    }
+
+    /// The next event, or `None` once the server ends the stream. Panics if
+    /// nothing arrives `within`.
+    pub async fn next(&mut self, within: std::time::Duration) -> Option<SseEvent> {
+        use futures_util::StreamExt;
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            while let Some(end) = self.buffer.find("\n\n") {
+                let frame: String = self.buffer.drain(..end + 2).collect();
+                if let Some(event) = self.parse(&frame) {
+                    return Some(event);
+                }
+            }
+            let chunk = tokio::time::timeout_at(deadline, self.body.next())
+                .await
+                .unwrap_or_else(|_| panic!("no event within {within:?}"));
+            match chunk {
+                Some(Ok(bytes)) => self.buffer.push_str(&String::from_utf8_lossy(&bytes)),
+                Some(Err(err)) => panic!("stream broke: {err}"),
+                None => return None,
+            }
+        }
+    }
+
+    /// Every remaining event until the server ends the stream.
+    pub async fn rest(&mut self, within: std::time::Duration) -> Vec<SseEvent> {
+        let mut events = Vec::new();
+        while let Some(event) = self.next(within).await {
+            events.push(event);
+        }
+        events
+    }
+
+    fn parse(&mut self, frame: &str) -> Option<SseEvent> {
+        let (mut event, mut id, mut data) = (String::from("message"), None, None::<String>);
+        for line in frame.lines() {
+            if line.starts_with(':') {
+                self.comments += 1;
+                continue;
+            }
+            let (field, value) = line.split_once(':').unwrap_or((line, ""));
+            let value = value.strip_prefix(' ').unwrap_or(value);
+            match field {
+                "event" => event = value.to_owned(),
+                "id" => id = Some(value.to_owned()),
+                "data" => data = Some(value.to_owned()),
+                _ => {}
+            }
+        }
+        let data = data?;
+        Some(SseEvent {
+            event,
+            id,
+            data: serde_json::from_str(&data).expect("event data is JSON"),
+        })
+    }
+}
+
+/// The `docflow` binary with a clean environment: only what the caller sets.
+pub fn docflow_command() -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_docflow"));
+    command
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default());
+    command.current_dir(std::env::temp_dir());
+    command
+}
+
+/// A child process killed when the test ends, however it ends.
+pub struct Running(pub std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Waits until something accepts connections on `port`.
+pub fn wait_until_live(port: u16) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::time::Instant::now() < deadline {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!("nothing started listening on {port}");
 }

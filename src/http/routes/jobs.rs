@@ -134,15 +134,6 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<IdempotencyKey>, ApiErr
     Ok(Some(IdempotencyKey::parse(raw)?))
 }
 
-/// The W3C trace context, stored with the job so the worker can continue it.
-fn traceparent(headers: &HeaderMap) -> Option<String> {
-    headers
-        .get("traceparent")
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| v.len() == 55 && v.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-'))
-        .map(str::to_owned)
-}
-
 async fn create_job(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
@@ -156,15 +147,21 @@ async fn create_job(
             user.user_id,
             DocumentId(body.document_id),
             key.as_ref(),
-            traceparent(&headers).as_deref(),
+            // This request's span (which continues the caller's trace, if
+            // any): the worker parents its run on it.
+            crate::telemetry::current_traceparent().as_deref(),
         )
         .await?;
     let status = match creation {
         Creation::Created => {
             tracing::info!(job_id = %job.id, document_id = %job.document_id, "job created");
+            crate::metrics::job_created("created");
             StatusCode::CREATED
         }
-        Creation::Replayed => StatusCode::OK,
+        Creation::Replayed => {
+            crate::metrics::job_created("idempotent_replay");
+            StatusCode::OK
+        }
     };
     Ok((status, Json(job.into())))
 }

@@ -4,4 +4,5 @@ pub mod admin;
 pub mod auth;
 pub mod documents;
 pub mod health;
+pub mod job_events;
 pub mod jobs;

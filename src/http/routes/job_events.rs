@@ -1,0 +1,269 @@
+//! `/api/v1/jobs/{id}/events` (live status over SSE) and the stream tokens a
+//! browser's EventSource opens it with.
+
+use std::{convert::Infallible, time::Duration};
+
+use aide::{
+    OperationOutput,
+    axum::{
+        ApiRouter,
+        routing::{get_with, post_with},
+    },
+    generate::GenContext,
+    openapi::{
+        MediaType, Operation, Response as OpenApiResponse, SchemaObject,
+        StatusCode as OpenApiStatus,
+    },
+    transform::TransformOperation,
+};
+use axum::{
+    extract::State,
+    http::{HeaderMap, HeaderName, HeaderValue, StatusCode},
+    response::{
+        IntoResponse, Response,
+        sse::{Event, KeepAlive, Sse},
+    },
+};
+use chrono::{DateTime, Utc};
+use futures_util::{Stream, StreamExt};
+use indexmap::IndexMap;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::jobs::JobPath;
+use crate::{
+    domain::{JobId, UserId},
+    http::{
+        AppState,
+        docs::error_responses,
+        error::ApiError,
+        extract::{CurrentUser, Json, Path, Query, bearer_token},
+    },
+    live::{
+        StatusEvent,
+        stream::{self, Start, StreamLimits},
+    },
+};
+
+pub fn router() -> ApiRouter<AppState> {
+    ApiRouter::new()
+        .api_route("/{id}/events", get_with(job_events, events_docs))
+        .api_route("/{id}/stream-token", post_with(stream_token, token_docs))
+        .with_path_items(|item| item.tag("jobs"))
+}
+
+#[derive(Deserialize, JsonSchema)]
+pub struct EventsParams {
+    /// A stream token from `POST /jobs/{id}/stream-token`, for clients that
+    /// cannot send an Authorization header (a browser's EventSource).
+    pub token: Option<String>,
+    /// Resume after this event; the `Last-Event-ID` header, which browsers
+    /// send on reconnect, takes precedence.
+    pub last_event_id: Option<i32>,
+}
+
+async fn job_events(
+    State(state): State<AppState>,
+    Path(path): Path<JobPath>,
+    Query(params): Query<EventsParams>,
+    headers: HeaderMap,
+) -> Result<EventStream, ApiError> {
+    let job_id = JobId(path.id);
+    let owner = stream_caller(&state, &headers, params.token.as_deref(), job_id).await?;
+    state.jobs.get(owner, job_id).await?;
+    let start = match last_event_id(&headers)?.or(params.last_event_id) {
+        Some(seq) => Start::After(seq),
+        None => Start::Snapshot,
+    };
+    let limits = StreamLimits {
+        max_duration: state.config.sse_max_stream,
+        safety_poll: state.config.sse_keepalive,
+    };
+    // Subscribed before `follow` reads Postgres, so nothing slips between.
+    let subscription = state.hub.subscribe(job_id);
+    let events = stream::follow(subscription, state.db.clone(), start, limits)
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(EventStream::new(events, state.config.sse_keepalive))
+}
+
+/// The job's owner, from a stream token (good for its one job only) or a
+/// bearer access token.
+async fn stream_caller(
+    state: &AppState,
+    headers: &HeaderMap,
+    stream_token: Option<&str>,
+    job_id: JobId,
+) -> Result<UserId, ApiError> {
+    if let Some(token) = stream_token {
+        let claims = state.auth.authenticate_stream(token).await?;
+        if claims.job_id != job_id {
+            // The token is valid, but not for this job: as if it did not exist.
+            return Err(ApiError::not_found("No such job."));
+        }
+        return Ok(claims.user_id);
+    }
+    let token = bearer_token(headers).ok_or_else(|| {
+        ApiError::unauthorized(
+            "unauthenticated",
+            "Send an access token as `Authorization: Bearer <token>`, or a stream token as `?token=`.",
+        )
+    })?;
+    Ok(state.auth.authenticate(token).await?.user_id)
+}
+
+fn last_event_id(headers: &HeaderMap) -> Result<Option<i32>, ApiError> {
+    let Some(value) = headers.get("last-event-id") else {
+        return Ok(None);
+    };
+    let raw = value.to_str().unwrap_or_default().trim();
+    if raw.is_empty() {
+        return Ok(None);
+    }
+    raw.parse::<i32>()
+        .ok()
+        .filter(|seq| *seq >= 0)
+        .map(Some)
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_last_event_id",
+                "Last-Event-ID must be an event id this API sent.",
+            )
+        })
+}
+
+fn events_docs(op: TransformOperation) -> TransformOperation {
+    error_responses(
+        op.id("job_events")
+            .summary("Follow a job's status live (Server-Sent Events)")
+            .description(
+                "A `text/event-stream` of `status` events, each with `id: <seq>` and a JSON \
+                 `data` payload. First the current state (or, with `Last-Event-ID`, every event \
+                 after that id), then each change as it commits; the stream ends after \
+                 `succeeded` or `failed`, and after SSE_MAX_STREAM_SECS (reconnect with \
+                 `Last-Event-ID` to resume without gaps or repeats). A comment every \
+                 SSE_KEEPALIVE_SECS keeps proxies from closing it. Authenticate with the \
+                 Authorization header or, from a browser, `?token=` from `POST \
+                 /jobs/{id}/stream-token`.",
+            )
+            .security_requirement(crate::http::extract::BEARER_SCHEME)
+            .response_with::<401, ApiError, _>(|r| {
+                r.description("Missing, invalid, expired or revoked token")
+            }),
+        &[400, 404],
+    )
+}
+
+#[derive(Serialize, Deserialize, JsonSchema)]
+pub struct StreamToken {
+    /// Opens this job's event stream (`?token=`) until `expires_at`.
+    pub token: String,
+    pub expires_at: DateTime<Utc>,
+    /// The stream's URL with the token, ready for `new EventSource(...)`.
+    pub events_url: String,
+}
+
+async fn stream_token(
+    State(state): State<AppState>,
+    CurrentUser(user): CurrentUser,
+    Path(path): Path<JobPath>,
+) -> Result<(StatusCode, Json<StreamToken>), ApiError> {
+    let job = state.jobs.get(user.user_id, JobId(path.id)).await?;
+    let (token, expires_at) = state.auth.issue_stream_token(&user, job.id)?;
+    let events_url = format!("/api/v1/jobs/{}/events?token={token}", job.id);
+    Ok((
+        StatusCode::CREATED,
+        Json(StreamToken {
+            token,
+            expires_at,
+            events_url,
+        }),
+    ))
+}
+
+fn token_docs(op: TransformOperation) -> TransformOperation {
+    error_responses(
+        op.id("create_stream_token")
+            .summary("A short-lived token that opens one job's event stream")
+            .description(
+                "For browsers, whose EventSource cannot send an Authorization header. The token \
+                 opens only this job's stream, expires after STREAM_TOKEN_TTL_SECS, and stops \
+                 working when its session logs out. Tokens in URLs never reach our logs.",
+            )
+            .response_with::<201, Json<StreamToken>, _>(|r| r.description("Created")),
+        &[404],
+    )
+}
+
+/// An SSE response of status events, unbuffered by proxies.
+pub struct EventStream(Response);
+
+impl EventStream {
+    fn new(events: impl Stream<Item = StatusEvent> + Send + 'static, keepalive: Duration) -> Self {
+        let mut first = true;
+        // Counted while the response body lives: dropped with the stream.
+        let gauge = crate::metrics::StreamGauge::open();
+        let frames = events.map(move |event| {
+            let _counted = &gauge;
+            let mut frame = Event::default().event("status").id(event.seq.to_string());
+            if std::mem::take(&mut first) {
+                // Reconnect quickly after the stream's time cap.
+                frame = frame.retry(Duration::from_secs(1));
+            }
+            Ok::<_, Infallible>(match frame.json_data(&event) {
+                Ok(frame) => frame,
+                Err(err) => Event::default().comment(format!("unencodable event: {err}")),
+            })
+        });
+        let mut response = Sse::new(frames)
+            .keep_alive(KeepAlive::new().interval(keepalive).text("keepalive"))
+            .into_response();
+        // nginx would otherwise hold events back in its buffer.
+        response.headers_mut().insert(
+            HeaderName::from_static("x-accel-buffering"),
+            HeaderValue::from_static("no"),
+        );
+        Self(response)
+    }
+}
+
+impl IntoResponse for EventStream {
+    fn into_response(self) -> Response {
+        self.0
+    }
+}
+
+impl OperationOutput for EventStream {
+    type Inner = StatusEvent;
+
+    fn operation_response(
+        ctx: &mut GenContext,
+        _operation: &mut Operation,
+    ) -> Option<OpenApiResponse> {
+        let schema = ctx.schema.subschema_for::<StatusEvent>();
+        Some(OpenApiResponse {
+            description: "An event stream; each `status` event's `data` is this object".into(),
+            content: IndexMap::from_iter([(
+                "text/event-stream".into(),
+                MediaType {
+                    schema: Some(SchemaObject {
+                        json_schema: schema,
+                        example: None,
+                        external_docs: None,
+                    }),
+                    ..Default::default()
+                },
+            )]),
+            ..Default::default()
+        })
+    }
+
+    fn inferred_responses(
+        ctx: &mut GenContext,
+        operation: &mut Operation,
+    ) -> Vec<(Option<OpenApiStatus>, OpenApiResponse)> {
+        Self::operation_response(ctx, operation)
+            .map(|response| vec![(Some(OpenApiStatus::Code(200)), response)])
+            .unwrap_or_default()
+    }
+}

@@ -1,0 +1,85 @@
+//! The one Redis subscription of an API process: it feeds the process's
+//! [`Hub`] and tells it whether notifications are flowing.
+
+use std::time::Duration;
+
+use fred::{
+    interfaces::{ClientLike, EventInterface, PubsubInterface},
+    prelude::Client,
+};
+use tokio::sync::broadcast::error::RecvError;
+
+use super::{Hub, StatusEvent, TOPIC};
+use crate::ephemeral::{EphemeralError, redis_client};
+
+/// How often the connection state is checked besides fred's own events.
+const HEALTH_CHECK: Duration = Duration::from_millis(250);
+
+/// Connects a dedicated client (a subscribed connection can run nothing
+/// else) and starts following `{prefix}job-status` in the background until
+/// the hub closes.
+pub fn spawn(url: &str, prefix: &str, hub: Hub) -> Result<(), EphemeralError> {
+    let client = redis_client(url)?;
+    let channel = format!("{prefix}{TOPIC}");
+    tokio::spawn(follow(client, channel, hub));
+    Ok(())
+}
+
+async fn follow(client: Client, channel: String, hub: Hub) {
+    let mut messages = client.message_rx();
+    let mut reconnects = client.reconnect_rx();
+    let mut check = tokio::time::interval(HEALTH_CHECK);
+    client.connect();
+    loop {
+        tokio::select! {
+            () = hub.closed() => break,
+            received = messages.recv() => match received {
+                Ok(message) if message.channel == channel.as_str() => {
+                    match message.value.as_bytes().map(serde_json::from_slice::<StatusEvent>) {
+                        Some(Ok(event)) => hub.dispatch(event),
+                        _ => tracing::warn!(%channel, "ignoring an undecodable status message"),
+                    }
+                }
+                Ok(_) => {}
+                Err(RecvError::Lagged(missed)) => {
+                    // Streams re-read Postgres, so nothing is lost.
+                    tracing::warn!(missed, "status fan-out fell behind");
+                    hub.mark_connected();
+                }
+                Err(RecvError::Closed) => break,
+            },
+            // Also fires on the first connection. A new connection has no
+            // subscriptions: subscribe again before saying we are live.
+            reconnected = reconnects.recv() => {
+                if !matches!(reconnected, Err(RecvError::Closed)) {
+                    hub.mark_disconnected();
+                    subscribe(&client, &channel, &hub).await;
+                }
+            }
+            _ = check.tick() => {
+                if !client.is_connected() {
+                    if hub.is_connected() {
+                        tracing::warn!("status fan-out lost Redis; streams poll Postgres meanwhile");
+                    }
+                    hub.mark_disconnected();
+                } else if !hub.is_connected() {
+                    subscribe(&client, &channel, &hub).await;
+                }
+            }
+        }
+    }
+    let _ = client.quit().await;
+}
+
+async fn subscribe(client: &Client, channel: &str, hub: &Hub) {
+    match client.subscribe(channel).await {
+        Ok(()) => {
+            tracing::info!(%channel, "status fan-out subscribed");
+            hub.mark_connected();
+        }
+        Err(err) => {
+            tracing::warn!(error = %err, "status fan-out cannot subscribe yet");
+            hub.mark_disconnected();
+        }
+    }
+}

@@ -1,0 +1,144 @@
+//! One client's stream of a job's status events: what it has missed from
+//! Postgres, then live events from the hub, de-duplicated by `seq`.
+
+use std::time::Duration;
+
+use futures_util::Stream;
+use sqlx::PgPool;
+use tokio::{sync::broadcast::error::RecvError, time::Instant};
+
+use super::{StatusEvent, Subscription};
+use crate::{db, domain::JobId};
+
+/// How often a stream re-reads Postgres while Redis is unavailable.
+pub const FALLBACK_POLL: Duration = Duration::from_secs(1);
+
+#[derive(Debug, Clone, Copy)]
+pub struct StreamLimits {
+    /// The stream ends after this long; clients resume with Last-Event-ID.
+    pub max_duration: Duration,
+    /// Even with notifications flowing, the stream re-reads Postgres this
+    /// often, in case a writer could not publish (its Redis was down).
+    pub safety_poll: Duration,
+}
+
+/// Where a stream starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// The current state (the latest event), then what follows.
+    Snapshot,
+    /// The events after this `seq` (a reconnect's Last-Event-ID).
+    After(i32),
+}
+
+/// Opens the stream of the subscription's job (whose ownership the caller
+/// checked).
+///
+/// The caller subscribes (`Hub::subscribe`) before this reads Postgres: an
+/// event committed in between is then both read and received, and the
+/// second copy is dropped by `seq`. The stream ends after a terminal event,
+/// at `max_duration`, or when the hub closes; a job that is already finished
+/// yields its final event and ends.
+pub async fn follow(
+    mut subscription: Subscription,
+    db: PgPool,
+    start: Start,
+    limits: StreamLimits,
+) -> Result<impl Stream<Item = StatusEvent> + Send + 'static, sqlx::Error> {
+    let hub = subscription.hub.clone();
+    let job_id = subscription.job_id;
+    let mut health = hub.health();
+    health.borrow_and_update();
+    let (mut pending, mut last_seq) = initial_events(&db, job_id, start).await?;
+
+    Ok(async_stream::stream! {
+        let deadline = tokio::time::sleep(limits.max_duration);
+        tokio::pin!(deadline);
+        let mut safety = tokio::time::interval_at(Instant::now() + limits.safety_poll, limits.safety_poll);
+        let mut fallback = tokio::time::interval(FALLBACK_POLL);
+        fallback.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            for event in pending.drain(..) {
+                // Events arrive in order; anything at or below the last sent
+                // one is a copy (read and received, or re-read).
+                if event.seq <= last_seq {
+                    continue;
+                }
+                last_seq = event.seq;
+                let terminal = event.is_terminal();
+                yield event;
+                if terminal {
+                    return;
+                }
+            }
+            let connected = health.borrow().connected;
+            let next = tokio::select! {
+                biased;
+                () = hub.closed() => Next::End,
+                () = &mut deadline => Next::End,
+                received = subscription.recv() => match received {
+                    Ok(event) if event.seq <= last_seq => Next::Wait,
+                    Ok(event) if event.seq == last_seq + 1 => Next::Deliver(event.as_ref().clone()),
+                    // A gap (or we fell behind): Postgres has the order.
+                    Ok(_) | Err(RecvError::Lagged(_)) => Next::CatchUp,
+                    Err(RecvError::Closed) => Next::End,
+                },
+                changed = health.changed() => match changed {
+                    Ok(()) => {
+                        health.borrow_and_update();
+                        Next::CatchUp
+                    }
+                    Err(_) => Next::End,
+                },
+                _ = fallback.tick(), if !connected => Next::CatchUp,
+                _ = safety.tick() => Next::CatchUp,
+            };
+            match next {
+                Next::End => return,
+                Next::Wait => {}
+                Next::Deliver(event) => pending.push(event),
+                Next::CatchUp => match db::job_events::list_after(&db, job_id, last_seq).await {
+                    Ok(events) => pending.extend(events.into_iter().map(StatusEvent::from)),
+                    Err(err) => {
+                        tracing::warn!(error = %err, %job_id, "status stream cannot read events; retrying");
+                    }
+                },
+            }
+        }
+    })
+}
+
+enum Next {
+    End,
+    Wait,
+    Deliver(StatusEvent),
+    CatchUp,
+}
+
+/// What a stream sends before it follows live events, and the `seq` it
+/// counts as already delivered.
+async fn initial_events(
+    db: &PgPool,
+    job_id: JobId,
+    start: Start,
+) -> Result<(Vec<StatusEvent>, i32), sqlx::Error> {
+    let Some(latest) = db::job_events::latest(db, job_id).await? else {
+        return Ok((Vec::new(), 0));
+    };
+    let latest = StatusEvent::from(latest);
+    Ok(match start {
+        Start::After(seen) if seen < latest.seq => {
+            let missed = db::job_events::list_after(db, job_id, seen).await?;
+            (missed.into_iter().map(StatusEvent::from).collect(), seen)
+        }
+        // Up to date with a finished job: its final event again (same id),
+        // so a reconnect learns that the job is over instead of waiting.
+        Start::After(seen) if seen == latest.seq && latest.is_terminal() => {
+            let seq = latest.seq;
+            (vec![latest], seq - 1)
+        }
+        Start::After(seen) if seen == latest.seq => (Vec::new(), seen),
+        // No id, or one we never issued: the current state.
+        Start::After(_) | Start::Snapshot => (vec![latest], 0),
+    })
+}

@@ -1,0 +1,669 @@
+//! Live job status over SSE: event order and content, resume with
+//! Last-Event-ID, the subscribe-then-read race, stream tokens, Redis going
+//! away mid-stream, and two API replicas with a separate worker process.
+//! Real Postgres, real Redis, real worker and extraction.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{
+    Running, SseEvent, SseReader, TestApp, Tokens, database_url, docflow_command, free_port,
+    upload, wait_until_live,
+};
+use docflow::{
+    db,
+    domain::{JobEventKind, JobId},
+    live::{
+        Hub, StatusEvent,
+        stream::{self, Start, StreamLimits},
+    },
+};
+use futures_util::StreamExt;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use sqlx::PgPool;
+
+const WITHIN: Duration = Duration::from_secs(30);
+
+async fn upload_text(app: &TestApp, tokens: &Tokens, text: &str) -> String {
+    let response = upload(
+        app,
+        tokens,
+        text.as_bytes().to_vec(),
+        "note.txt",
+        "text/plain",
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let document: Value = response.json().await.expect("json");
+    document["id"].as_str().expect("id").to_owned()
+}
+
+fn corrupt_pdf() -> Vec<u8> {
+    let mut corrupt = b"%PDF-1.7\n".to_vec();
+    corrupt.extend(std::iter::repeat_n(b'\xa7', 4096));
+    corrupt
+}
+
+async fn create_job(base: &str, tokens: &Tokens, document_id: &str) -> String {
+    let response = reqwest::Client::new()
+        .post(format!("{base}/api/v1/jobs"))
+        .bearer_auth(&tokens.access)
+        .json(&json!({ "document_id": document_id }))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let job: Value = response.json().await.expect("json");
+    job["id"].as_str().expect("id").to_owned()
+}
+
+/// Opens a job's stream with the bearer token and optional Last-Event-ID.
+async fn open_stream(
+    base: &str,
+    tokens: &Tokens,
+    job_id: &str,
+    last_event_id: Option<&str>,
+) -> reqwest::Response {
+    let mut request = reqwest::Client::new()
+        .get(format!("{base}/api/v1/jobs/{job_id}/events"))
+        .bearer_auth(&tokens.access);
+    if let Some(id) = last_event_id {
+        request = request.header("last-event-id", id);
+    }
+    request.send().await.expect("request")
+}
+
+/// (seq, status, attempts) of each event, checking the frame is consistent.
+fn summary(events: &[SseEvent], job_id: &str) -> Vec<(i64, String, i64)> {
+    events
+        .iter()
+        .map(|event| {
+            assert_eq!(event.event, "status");
+            assert_eq!(event.data["job_id"], job_id);
+            let seq = event.data["seq"].as_i64().expect("seq");
+            assert_eq!(event.id.as_deref(), Some(seq.to_string().as_str()));
+            assert!(event.data["updated_at"].is_string());
+            (
+                seq,
+                event.data["status"].as_str().expect("status").to_owned(),
+                event.data["attempts"].as_i64().expect("attempts"),
+            )
+        })
+        .collect()
+}
+
+async fn stream_token(base: &str, tokens: &Tokens, job_id: &str) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(format!("{base}/api/v1/jobs/{job_id}/stream-token"))
+        .bearer_auth(&tokens.access)
+        .send()
+        .await
+        .expect("request")
+}
+
+#[sqlx::test]
+async fn a_succeeding_job_streams_each_status_in_order_then_ends(db: PgPool) {
+    let app = TestApp::spawn(db).await;
+    let tokens = app.signed_in("watcher@example.com").await;
+    let document = upload_text(&app, &tokens, "Live status, end to end.").await;
+    let job = create_job(&app.base, &tokens, &document).await;
+
+    let response = open_stream(&app.base, &tokens, &job, None).await;
+    assert_eq!(response.headers()["x-accel-buffering"], "no");
+    assert_eq!(response.headers()["cache-control"], "no-cache");
+    let mut stream = SseReader::new(response);
+    let snapshot = stream.next(WITHIN).await.expect("snapshot");
+    assert_eq!(summary(&[snapshot], &job), [(1, "queued".into(), 0)]);
+
+    app.start_worker();
+    let rest = stream.rest(WITHIN).await;
+    assert_eq!(
+        summary(&rest, &job),
+        [(2, "processing".into(), 1), (3, "succeeded".into(), 1)]
+    );
+    assert!(rest.iter().all(|event| event.data.get("error").is_none()));
+}
+
+#[sqlx::test]
+async fn a_failing_job_streams_its_error_and_ends(db: PgPool) {
+    let app = TestApp::spawn(db).await;
+    app.start_worker();
+    let tokens = app.signed_in("failing@example.com").await;
+    let response = upload(
+        &app,
+        &tokens,
+        corrupt_pdf(),
+        "broken.pdf",
+        "application/pdf",
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let document: Value = response.json().await.expect("json");
+    let job = create_job(&app.base, &tokens, document["id"].as_str().expect("id")).await;
+
+    // Resuming from 0 replays the whole history, however far the job got.
+    let mut stream = SseReader::new(open_stream(&app.base, &tokens, &job, Some("0")).await);
+    let events = stream.rest(WITHIN).await;
+    assert_eq!(
+        summary(&events, &job),
+        [
+            (1, "queued".into(), 0),
+            (2, "processing".into(), 1),
+            (3, "failed".into(), 1)
+        ]
+    );
+    let error = events[2].data["error"].as_str().expect("error");
+    assert!(error.contains("not a readable PDF"), "{error}");
+}
+
+#[sqlx::test]
+async fn resuming_with_last_event_id_sends_exactly_the_missing_events(db: PgPool) {
+    let app = TestApp::spawn(db).await;
+    app.start_worker();
+    let tokens = app.signed_in("resume@example.com").await;
+    let document = upload_text(&app, &tokens, "Resume me.").await;
+    let job = create_job(&app.base, &tokens, &document).await;
+    let mut first = SseReader::new(open_stream(&app.base, &tokens, &job, None).await);
+    let all = first.rest(WITHIN).await;
+    assert_eq!(all.last().expect("final").data["status"], "succeeded");
+
+    for (last_seen, expected) in [
+        (
+            "1",
+            vec![(2, "processing".to_owned(), 1), (3, "succeeded".into(), 1)],
+        ),
+        ("2", vec![(3, "succeeded".into(), 1)]),
+        // Up to date with a finished job: the final event again, then the end.
+        ("3", vec![(3, "succeeded".into(), 1)]),
+    ] {
+        let mut stream =
+            SseReader::new(open_stream(&app.base, &tokens, &job, Some(last_seen)).await);
+        assert_eq!(
+            summary(&stream.rest(WITHIN).await, &job),
+            expected,
+            "after {last_seen}"
+        );
+    }
+
+    // The query parameter, for EventSource reconnects with a new token.
+    let mut stream = SseReader::new(
+        app.client
+            .get(app.url(&format!("/api/v1/jobs/{job}/events?last_event_id=2")))
+            .bearer_auth(&tokens.access)
+            .send()
+            .await
+            .expect("request"),
+    );
+    assert_eq!(
+        summary(&stream.rest(WITHIN).await, &job),
+        [(3, "succeeded".into(), 1)]
+    );
+
+    let response = open_stream(&app.base, &tokens, &job, Some("yesterday")).await;
+    common::assert_error(response, StatusCode::BAD_REQUEST, "invalid_last_event_id").await;
+}
+
+/// Appends an event the way the worker does (row lock, then event) and
+/// returns it as the pub/sub message.
+async fn commit_event(
+    db: &PgPool,
+    job_id: JobId,
+    kind: JobEventKind,
+    attempts: i32,
+) -> StatusEvent {
+    let mut tx = db.begin().await.expect("begin");
+    db::jobs::lock(&mut tx, job_id)
+        .await
+        .expect("lock")
+        .expect("job");
+    let event = db::job_events::append(&mut tx, job_id, kind, attempts, None)
+        .await
+        .expect("append");
+    tx.commit().await.expect("commit");
+    event.into()
+}
+
+#[sqlx::test]
+async fn a_job_finishing_while_the_stream_connects_is_reported_once(db: PgPool) {
+    let app = TestApp::spawn(db.clone()).await;
+    let tokens = app.signed_in("race@example.com").await;
+    let document = upload_text(&app, &tokens, "Finish during connect.").await;
+    let job: JobId = JobId(
+        create_job(&app.base, &tokens, &document)
+            .await
+            .parse()
+            .expect("uuid"),
+    );
+    let limits = StreamLimits {
+        max_duration: Duration::from_secs(10),
+        safety_poll: Duration::from_secs(60),
+    };
+
+    for start in [Start::Snapshot, Start::After(1)] {
+        let hub = Hub::new(true);
+        // The stream has subscribed; before it reads Postgres, the job moves
+        // on and both events are published (the window a naive
+        // read-then-subscribe stream would lose them in).
+        let subscription = hub.subscribe(job);
+        if start == Start::Snapshot {
+            let processing = commit_event(&db, job, JobEventKind::Processing, 1).await;
+            let succeeded = commit_event(&db, job, JobEventKind::Succeeded, 1).await;
+            hub.dispatch(processing);
+            hub.dispatch(succeeded);
+        } else {
+            // Second round: the events exist; publish them again, late.
+            for event in db::job_events::list_after(&db, job, 1)
+                .await
+                .expect("events")
+            {
+                hub.dispatch(event.into());
+            }
+        }
+        let events: Vec<StatusEvent> = tokio::time::timeout(
+            WITHIN,
+            stream::follow(subscription, db.clone(), start, limits)
+                .await
+                .expect("follow")
+                .collect(),
+        )
+        .await
+        .expect("the stream ended by itself");
+        let seen: Vec<(i32, &str)> = events.iter().map(|e| (e.seq, e.status.as_str())).collect();
+        let expected: Vec<(i32, &str)> = match start {
+            Start::Snapshot => vec![(3, "succeeded")],
+            Start::After(_) => vec![(2, "processing"), (3, "succeeded")],
+        };
+        assert_eq!(seen, expected, "{start:?}");
+    }
+}
+
+#[sqlx::test]
+async fn a_live_gap_is_filled_from_postgres_in_order(db: PgPool) {
+    let app = TestApp::spawn(db.clone()).await;
+    let tokens = app.signed_in("gap@example.com").await;
+    let document = upload_text(&app, &tokens, "Gaps.").await;
+    let job: JobId = JobId(
+        create_job(&app.base, &tokens, &document)
+            .await
+            .parse()
+            .expect("uuid"),
+    );
+    let hub = Hub::new(true);
+    let limits = StreamLimits {
+        max_duration: Duration::from_secs(10),
+        safety_poll: Duration::from_secs(60),
+    };
+    let mut events = Box::pin(
+        stream::follow(hub.subscribe(job), db.clone(), Start::Snapshot, limits)
+            .await
+            .expect("follow"),
+    );
+    assert_eq!(events.next().await.expect("snapshot").status, "queued");
+    // seq 2's announcement is lost; seq 3's arrives: the stream must still
+    // deliver 2 before 3.
+    commit_event(&db, job, JobEventKind::Processing, 1).await;
+    let succeeded = commit_event(&db, job, JobEventKind::Succeeded, 1).await;
+    hub.dispatch(succeeded);
+    let rest: Vec<(i32, String)> = tokio::time::timeout(WITHIN, events.collect::<Vec<_>>())
+        .await
+        .expect("ended")
+        .into_iter()
+        .map(|e| (e.seq, e.status))
+        .collect();
+    assert_eq!(rest, [(2, "processing".into()), (3, "succeeded".into())]);
+}
+
+#[sqlx::test]
+async fn stream_tokens_open_only_their_job_for_their_lifetime_and_session(db: PgPool) {
+    let app = TestApp::spawn_with(db, &[("STREAM_TOKEN_TTL_SECS", "1")]).await;
+    let alice = app.signed_in("alice@example.com").await;
+    let bob = app.signed_in("bob@example.com").await;
+    let alice_doc = upload_text(&app, &alice, "Alice's").await;
+    let alice_job = create_job(&app.base, &alice, &alice_doc).await;
+    let other_alice_job = create_job(&app.base, &alice, &alice_doc).await;
+    let bob_doc = upload_text(&app, &bob, "Bob's").await;
+    let bob_job = create_job(&app.base, &bob, &bob_doc).await;
+
+    let response = stream_token(&app.base, &alice, &alice_job).await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let minted: Value = response.json().await.expect("json");
+    let token = minted["token"].as_str().expect("token").to_owned();
+    let events_url = minted["events_url"].as_str().expect("url").to_owned();
+    assert_eq!(
+        events_url,
+        format!("/api/v1/jobs/{alice_job}/events?token={token}")
+    );
+
+    // The token alone (no Authorization header) opens its job's stream.
+    let mut stream = SseReader::new(
+        app.client
+            .get(app.url(&events_url))
+            .send()
+            .await
+            .expect("request"),
+    );
+    let snapshot = stream.next(WITHIN).await.expect("snapshot");
+    assert_eq!(snapshot.data["job_id"], alice_job.as_str());
+    drop(stream);
+
+    // Another job of the same user, or another user's job: as if absent.
+    for job in [&other_alice_job, &bob_job] {
+        let response = app
+            .client
+            .get(app.url(&format!("/api/v1/jobs/{job}/events?token={token}")))
+            .send()
+            .await
+            .expect("request");
+        common::assert_error(response, StatusCode::NOT_FOUND, "not_found").await;
+    }
+    // Nobody mints a token for someone else's job.
+    common::assert_error(
+        stream_token(&app.base, &bob, &alice_job).await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    )
+    .await;
+    // A stream token is not an access token, and garbage is refused.
+    let response = app
+        .client
+        .get(app.url(&format!("/api/v1/jobs/{alice_job}")))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("request");
+    common::assert_error(response, StatusCode::UNAUTHORIZED, "invalid_token").await;
+    let response = app
+        .client
+        .get(app.url(&format!(
+            "/api/v1/jobs/{alice_job}/events?token=not-a-token"
+        )))
+        .send()
+        .await
+        .expect("request");
+    common::assert_error(response, StatusCode::UNAUTHORIZED, "invalid_token").await;
+    let response = app
+        .client
+        .get(app.url(&format!("/api/v1/jobs/{alice_job}/events")))
+        .send()
+        .await
+        .expect("request");
+    common::assert_error(response, StatusCode::UNAUTHORIZED, "unauthenticated").await;
+
+    // Logging out ends the session's stream tokens at once.
+    let fresh: Value = stream_token(&app.base, &alice, &alice_job)
+        .await
+        .json()
+        .await
+        .expect("json");
+    let response = app
+        .client
+        .post(app.url("/api/v1/auth/logout"))
+        .bearer_auth(&alice.access)
+        .json(&json!({}))
+        .send()
+        .await
+        .expect("logout");
+    assert!(response.status().is_success(), "{}", response.status());
+    let response = app
+        .client
+        .get(app.url(fresh["events_url"].as_str().expect("url")))
+        .send()
+        .await
+        .expect("request");
+    common::assert_error(response, StatusCode::UNAUTHORIZED, "invalid_token").await;
+
+    // And each expires: 1 s lifetime plus the 5 s clock-skew leeway.
+    let bob_token: Value = stream_token(&app.base, &bob, &bob_job)
+        .await
+        .json()
+        .await
+        .expect("json");
+    let url = app.url(bob_token["events_url"].as_str().expect("url"));
+    tokio::time::sleep(Duration::from_millis(6_500)).await;
+    let response = app.client.get(&url).send().await.expect("request");
+    common::assert_error(response, StatusCode::UNAUTHORIZED, "token_expired").await;
+}
+
+#[sqlx::test]
+async fn streams_end_at_their_time_cap_and_resume_without_gaps(db: PgPool) {
+    let app = TestApp::spawn_with(
+        db.clone(),
+        &[("SSE_MAX_STREAM_SECS", "1"), ("SSE_KEEPALIVE_SECS", "1")],
+    )
+    .await;
+    let tokens = app.signed_in("capped@example.com").await;
+    let document = upload_text(&app, &tokens, "Capped.").await;
+    let job = create_job(&app.base, &tokens, &document).await;
+    let started = Instant::now();
+    let mut stream = SseReader::new(open_stream(&app.base, &tokens, &job, None).await);
+    let snapshot = stream.next(WITHIN).await.expect("snapshot");
+    assert_eq!(stream.next(WITHIN).await.map(|e| e.data), None, "capped");
+    assert!(started.elapsed() >= Duration::from_secs(1));
+
+    app.start_worker();
+    let mut resumed =
+        SseReader::new(open_stream(&app.base, &tokens, &job, snapshot.id.as_deref()).await);
+    let mut seqs = Vec::new();
+    // Each capped stream resumes where the last one stopped.
+    loop {
+        match resumed.next(WITHIN).await {
+            Some(event) => {
+                let terminal = event.data["status"] == "succeeded";
+                seqs.push(event.data["seq"].as_i64().expect("seq"));
+                if terminal {
+                    break;
+                }
+            }
+            None => {
+                let last = seqs.last().map_or(1, |s| *s).to_string();
+                resumed = SseReader::new(open_stream(&app.base, &tokens, &job, Some(&last)).await);
+            }
+        }
+    }
+    assert_eq!(seqs, [2, 3]);
+}
+
+#[sqlx::test]
+async fn an_idle_stream_gets_keepalive_comments(db: PgPool) {
+    let app = TestApp::spawn_with(db, &[("SSE_KEEPALIVE_SECS", "1")]).await;
+    let tokens = app.signed_in("idle@example.com").await;
+    let document = upload_text(&app, &tokens, "Idle.").await;
+    let job = create_job(&app.base, &tokens, &document).await;
+    let mut stream = SseReader::new(open_stream(&app.base, &tokens, &job, None).await);
+    stream.next(WITHIN).await.expect("snapshot");
+    // No worker: nothing happens but keepalives, until the 60 s cap.
+    let waited = tokio::time::timeout(Duration::from_millis(2_500), stream.next(WITHIN)).await;
+    assert!(waited.is_err(), "no event expected");
+    assert!(stream.comments >= 2, "{} keepalives", stream.comments);
+}
+
+/// A Redis server of the test's own, on its own port, that the test can
+/// stop and start again.
+struct OwnRedis {
+    port: u16,
+    process: Option<Running>,
+}
+
+impl OwnRedis {
+    fn start(port: u16) -> Self {
+        let mut redis = Self {
+            port,
+            process: None,
+        };
+        redis.restart();
+        redis
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    fn stop(&mut self) {
+        self.process = None;
+    }
+
+    fn restart(&mut self) {
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server (apt-get install redis-server)");
+        self.process = Some(Running(child));
+        wait_until_live(self.port);
+    }
+}
+
+async fn wait_for(what: &str, within: Duration, check: impl Fn() -> bool) {
+    let deadline = Instant::now() + within;
+    while !check() {
+        assert!(Instant::now() < deadline, "{what} within {within:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[sqlx::test]
+async fn streams_fall_back_to_polling_while_redis_is_down_and_recover(db: PgPool) {
+    let mut redis = OwnRedis::start(free_port());
+    let app = TestApp::spawn_with(db, &[("REDIS_URL", &redis.url())]).await;
+    let hub = app.state.hub.clone();
+    wait_for("subscribed", WITHIN, || hub.is_connected()).await;
+    let tokens = app.signed_in("outage@example.com").await;
+    let document = upload_text(&app, &tokens, "Redis outage.").await;
+    let job = create_job(&app.base, &tokens, &document).await;
+    let mut stream = SseReader::new(open_stream(&app.base, &tokens, &job, None).await);
+    assert_eq!(
+        stream.next(WITHIN).await.expect("snapshot").data["status"],
+        "queued"
+    );
+
+    redis.stop();
+    wait_for("disconnect noticed", WITHIN, || !hub.is_connected()).await;
+    // The worker cannot publish now; the stream finds its events in Postgres.
+    app.start_worker();
+    let started = Instant::now();
+    let rest = stream.rest(WITHIN).await;
+    assert_eq!(
+        summary(&rest, &job),
+        [(2, "processing".into(), 1), (3, "succeeded".into(), 1)]
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "polling delivered in {:?}",
+        started.elapsed()
+    );
+
+    // Redis returns: the subscription comes back and events flow through it.
+    redis.restart();
+    wait_for("resubscribed", WITHIN, || hub.is_connected()).await;
+    let second = create_job(&app.base, &tokens, &document).await;
+    let mut stream = SseReader::new(open_stream(&app.base, &tokens, &second, Some("0")).await);
+    let events = stream.rest(WITHIN).await;
+    assert_eq!(
+        events.last().expect("final").data["status"],
+        "succeeded",
+        "{events:?}"
+    );
+}
+
+#[sqlx::test]
+async fn a_replica_streams_a_job_created_on_another_and_run_by_a_worker_process(db: PgPool) {
+    let storage = tempfile::tempdir().expect("tempdir");
+    let prefix = format!("docflow-test:{}:", uuid::Uuid::new_v4());
+    let database = database_url(&db).await;
+    let (port_a, port_b) = (free_port(), free_port());
+    let process = |role: &str, port: u16| {
+        let child = docflow_command()
+            .arg(role)
+            .env("JWT_SECRET", common::JWT_SECRET)
+            .env("DATABASE_URL", &database)
+            .env("REDIS_URL", common::redis_url())
+            .env("REDIS_KEY_PREFIX", &prefix)
+            .env("STORAGE_URL", storage.path())
+            .env("TESSERACT_ENABLED", "false")
+            .env("BIND_ADDR", format!("127.0.0.1:{port}"))
+            .env("WORKER_METRICS_ADDR", format!("127.0.0.1:{port}"))
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn docflow");
+        Running(child)
+    };
+    // #[sqlx::test] migrated our schema; `docflow migrate` adds the queue's.
+    let status = docflow_command()
+        .arg("migrate")
+        .env("JWT_SECRET", common::JWT_SECRET)
+        .env("DATABASE_URL", &database)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("migrate");
+    assert!(status.success());
+    let _replica_a = process("api", port_a);
+    let _replica_b = process("api", port_b);
+    wait_until_live(port_a);
+    wait_until_live(port_b);
+    let (a, b) = (
+        format!("http://127.0.0.1:{port_a}"),
+        format!("http://127.0.0.1:{port_b}"),
+    );
+
+    let client = reqwest::Client::new();
+    let credentials = json!({"email": "replicas@example.com", "password": common::PASSWORD});
+    let registered = client
+        .post(format!("{a}/api/v1/auth/register"))
+        .json(&credentials)
+        .send()
+        .await
+        .expect("register");
+    assert_eq!(registered.status(), StatusCode::CREATED);
+    let login: Value = client
+        .post(format!("{b}/api/v1/auth/login"))
+        .json(&credentials)
+        .send()
+        .await
+        .expect("login")
+        .json()
+        .await
+        .expect("json");
+    let tokens = Tokens {
+        access: login["access_token"].as_str().expect("access").to_owned(),
+        refresh: login["refresh_token"].as_str().expect("refresh").to_owned(),
+    };
+    let part = reqwest::multipart::Part::bytes(b"Across replicas.".to_vec())
+        .file_name("replicas.txt")
+        .mime_str("text/plain")
+        .expect("mime");
+    let document: Value = client
+        .post(format!("{a}/api/v1/documents/upload"))
+        .bearer_auth(&tokens.access)
+        .multipart(reqwest::multipart::Form::new().part("file", part))
+        .send()
+        .await
+        .expect("upload")
+        .json()
+        .await
+        .expect("json");
+    let job = create_job(&a, &tokens, document["id"].as_str().expect("id")).await;
+
+    // The client follows on B; the job was created on A; no worker yet.
+    let mut stream = SseReader::new(open_stream(&b, &tokens, &job, None).await);
+    assert_eq!(
+        stream.next(WITHIN).await.expect("snapshot").data["status"],
+        "queued"
+    );
+    let started = Instant::now();
+    let _worker = process("worker", free_port());
+    let rest = stream.rest(WITHIN).await;
+    assert_eq!(
+        summary(&rest, &job),
+        [(2, "processing".into(), 1), (3, "succeeded".into(), 1)]
+    );
+    // Through Redis, not the 15 s safety re-read.
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+}
