@@ -389,6 +389,43 @@ async fn malformed_forms_are_refused_clearly(db: PgPool) {
         .expect("request");
     assert_error(garbage, StatusCode::BAD_REQUEST, "unreadable_body").await;
 
+    // A part after the file is refused too, and the file is not kept.
+    let trailing = multipart::Form::new()
+        .part(
+            "file",
+            multipart::Part::bytes(b"hello".to_vec())
+                .file_name("a.txt")
+                .mime_str("text/plain")
+                .expect("mime"),
+        )
+        .text("comment", "sent along");
+    let response = app
+        .client
+        .post(&url)
+        .bearer_auth(&tokens.access)
+        .multipart(trailing)
+        .send()
+        .await
+        .expect("request");
+    let body = assert_error(
+        response,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "validation_error",
+    )
+    .await;
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("comment")),
+        "{body}"
+    );
+    let documents: i64 = sqlx::query_scalar("SELECT count(*) FROM documents")
+        .fetch_one(&app.db)
+        .await
+        .expect("count");
+    assert_eq!(documents, 0);
+    assert!(files_under(&app.storage_dir).is_empty(), "file kept");
+
     let anonymous = app
         .client
         .post(&url)

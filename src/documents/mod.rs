@@ -58,6 +58,9 @@ pub enum DocumentError {
 #[error("{message}")]
 pub struct BodyError {
     pub too_large: bool,
+    /// The body is readable but carries something the API does not take
+    /// (a form part other than the file): 422 rather than 400.
+    pub unexpected: bool,
     pub message: String,
 }
 

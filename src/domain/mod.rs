@@ -8,7 +8,7 @@ mod password;
 mod user;
 
 pub use document::{DocumentId, Filename};
-pub use email::Email;
+pub use email::{Email, PATTERN as EMAIL_PATTERN};
 pub use job::{FailureReason, IdempotencyKey, JobEventKind, JobId, JobStatus};
 pub use password::Password;
 pub use user::{Role, UserId};

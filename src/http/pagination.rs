@@ -11,8 +11,10 @@ const MAX_PAGE_SIZE: i64 = 100;
 #[derive(Deserialize, JsonSchema)]
 pub struct PageParams {
     /// Page size, 1–100 (default 20).
+    #[schemars(range(min = 1, max = 100))]
     pub limit: Option<i64>,
     /// Items to skip (default 0).
+    #[schemars(range(min = 0))]
     pub offset: Option<i64>,
 }
 

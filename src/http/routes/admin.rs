@@ -114,8 +114,10 @@ pub struct FailedJobParams {
     /// Only failures at or after this time (RFC 3339).
     pub since: Option<DateTime<Utc>>,
     /// Page size, 1–100 (default 20).
+    #[schemars(range(min = 1, max = 100))]
     pub limit: Option<i64>,
     /// Items to skip (default 0).
+    #[schemars(range(min = 0))]
     pub offset: Option<i64>,
 }
 

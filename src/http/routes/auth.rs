@@ -36,11 +36,22 @@ pub fn router() -> ApiRouter<AppState> {
         .with_path_items(|item| item.tag("auth"))
 }
 
+/// A new account. The schema states the rules exactly; anything else is 422.
+#[derive(Deserialize, JsonSchema)]
+pub struct Registration {
+    /// An ASCII address, stored lower-cased.
+    #[schemars(length(max = 254), regex(pattern = crate::domain::EMAIL_PATTERN))]
+    pub email: String,
+    /// 10 to 128 characters of any kind (NIST SP 800-63B: length, not
+    /// composition rules).
+    #[schemars(length(min = 10, max = 128))]
+    pub password: String,
+}
+
+/// Sign-in. Anything that does not match an account is 401.
 #[derive(Deserialize, JsonSchema)]
 pub struct Credentials {
-    /// Normalised to lower case; must be a plausible address.
     pub email: String,
-    /// At least 10 characters, mixing letters with digits, spaces or symbols.
     pub password: String,
 }
 
@@ -102,7 +113,7 @@ impl From<Session> for TokenPair {
 async fn register(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
-    Json(body): Json<Credentials>,
+    Json(body): Json<Registration>,
 ) -> Result<(StatusCode, Json<UserOut>), ApiError> {
     limit_auth_endpoint(&state, "register", ip).await?;
     let user = state

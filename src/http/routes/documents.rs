@@ -83,6 +83,7 @@ impl From<DocumentError> for ApiError {
                 "payload_too_large",
                 "The request body is too large.",
             ),
+            DocumentError::Body(body) if body.unexpected => ApiError::unprocessable(body.message),
             DocumentError::Body(body) => ApiError::bad_request("unreadable_body", body.message),
             DocumentError::Link(LinkError::Expired) => ApiError::new(
                 StatusCode::FORBIDDEN,
@@ -194,8 +195,11 @@ impl OperationInput for FileUpload {
                                 "type": "object",
                                 "required": ["file"],
                                 "properties": {
-                                    "file": {"type": "string", "format": "binary"}
-                                }
+                                    "file": {"type": "string", "format": "binary", "minLength": 1}
+                                },
+                                // Any other part is refused (422), so that
+                                // nothing a client sends is silently dropped.
+                                "additionalProperties": false
                             }),
                             example: None,
                             external_docs: None,
@@ -210,9 +214,69 @@ impl OperationInput for FileUpload {
     }
 }
 
+/// What the upload form yields: the file part's metadata, then its bytes.
+enum FormPart {
+    File {
+        filename: Option<String>,
+        declared_type: Option<String>,
+    },
+    Chunk(bytes::Bytes),
+}
+
+/// Reads the form: exactly one part, named `file`. A part after the file is
+/// an error at the end of the stream, so the upload fails before it commits
+/// instead of silently dropping what the client sent.
+fn form_parts(
+    mut multipart: Multipart,
+) -> impl futures_util::Stream<Item = Result<FormPart, BodyError>> + Send {
+    let unexpected = |name: Option<&str>| BodyError {
+        too_large: false,
+        unexpected: true,
+        message: format!(
+            "Unexpected form part {:?}; send only the file, as the part named `file`.",
+            name.unwrap_or_default()
+        ),
+    };
+    async_stream::stream! {
+        let mut field = match multipart.next_field().await {
+            Ok(Some(field)) => field,
+            Ok(None) => return,
+            Err(err) => {
+                yield Err(body_error(err));
+                return;
+            }
+        };
+        if field.name() != Some("file") {
+            yield Err(unexpected(field.name()));
+            return;
+        }
+        yield Ok(FormPart::File {
+            filename: field.file_name().map(str::to_owned),
+            declared_type: field.content_type().map(str::to_owned),
+        });
+        loop {
+            match field.chunk().await {
+                Ok(Some(chunk)) => yield Ok(FormPart::Chunk(chunk)),
+                Ok(None) => break,
+                Err(err) => {
+                    yield Err(body_error(err));
+                    return;
+                }
+            }
+        }
+        drop(field);
+        match multipart.next_field().await {
+            Ok(None) => {}
+            Ok(Some(extra)) => yield Err(unexpected(extra.name())),
+            Err(err) => yield Err(body_error(err)),
+        }
+    }
+}
+
 fn body_error(err: axum::extract::multipart::MultipartError) -> BodyError {
     BodyError {
         too_large: err.status() == StatusCode::PAYLOAD_TOO_LARGE,
+        unexpected: false,
         message: err.body_text(),
     }
 }
@@ -220,7 +284,7 @@ fn body_error(err: axum::extract::multipart::MultipartError) -> BodyError {
 async fn upload_document(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
-    FileUpload(mut multipart): FileUpload,
+    FileUpload(multipart): FileUpload,
 ) -> Result<(StatusCode, Json<DocumentOut>), ApiError> {
     let limit = state.config.upload_rate_limit_per_minute;
     let bucket = format!("upload:{}", user.user_id);
@@ -236,20 +300,26 @@ async fn upload_document(
         Err(err) => tracing::warn!(error = %err, "upload rate limiter unavailable; allowing"),
     }
 
-    let field = multipart
-        .next_field()
-        .await
-        .map_err(|e| DocumentError::Body(body_error(e)))?
-        .ok_or_else(|| ApiError::unprocessable("The form has no `file` part."))?;
-    if field.name() != Some("file") {
-        return Err(ApiError::unprocessable(format!(
-            "Unexpected form part {:?}; send the file as the part named `file`.",
-            field.name().unwrap_or_default()
-        )));
-    }
-    let filename = field.file_name().map(str::to_owned);
-    let declared_type = field.content_type().map(str::to_owned);
-    let bytes = field.map_err(body_error).boxed();
+    let mut parts = Box::pin(form_parts(multipart));
+    let (filename, declared_type) = match parts.next().await {
+        Some(Ok(FormPart::File {
+            filename,
+            declared_type,
+        })) => (filename, declared_type),
+        Some(Ok(FormPart::Chunk(_))) | None => {
+            return Err(ApiError::unprocessable("The form has no `file` part."));
+        }
+        Some(Err(err)) => return Err(DocumentError::Body(err).into()),
+    };
+    let bytes = parts
+        .filter_map(|part| async move {
+            match part {
+                Ok(FormPart::Chunk(chunk)) => Some(Ok(chunk)),
+                Ok(FormPart::File { .. }) => None,
+                Err(err) => Some(Err(err)),
+            }
+        })
+        .boxed();
     let document = state
         .documents
         .upload(Upload {

@@ -240,9 +240,25 @@ impl OperationOutput for EventStream {
         ctx: &mut GenContext,
         _operation: &mut Operation,
     ) -> Option<OpenApiResponse> {
-        let schema = ctx.schema.subschema_for::<StatusEvent>();
+        // Each event as an EventSource client sees it: the JSON of a
+        // `StatusEvent` in `data`, its `seq` in `id`.
+        let status = ctx.schema.subschema_for::<StatusEvent>();
+        let schema = schemars::json_schema!({
+            "type": "object",
+            "required": ["event", "id", "data"],
+            "properties": {
+                "event": { "const": "status" },
+                "id": { "type": "string", "pattern": "^[0-9]+$" },
+                "retry": { "type": "integer", "minimum": 0 },
+                "data": {
+                    "type": "string",
+                    "contentMediaType": "application/json",
+                    "contentSchema": status
+                }
+            }
+        });
         Some(OpenApiResponse {
-            description: "An event stream; each `status` event's `data` is this object".into(),
+            description: "An event stream of `status` events".into(),
             content: IndexMap::from_iter([(
                 "text/event-stream".into(),
                 MediaType {

@@ -188,8 +188,10 @@ pub struct JobListParams {
     /// Only jobs in this status.
     pub status: Option<JobStatus>,
     /// Page size, 1–100 (default 20).
+    #[schemars(range(min = 1, max = 100))]
     pub limit: Option<i64>,
     /// Items to skip (default 0).
+    #[schemars(range(min = 0))]
     pub offset: Option<i64>,
 }
 
