@@ -9,7 +9,10 @@
 //! - printed: the API's RSS idle and with N streams open, and the p50/p99/max
 //!   delay from the commit to each client's receipt;
 //! - baseline, same run: a bare Redis PUBLISH → SUBSCRIBE round trip (one
-//!   subscriber), so the delivery figures read as a ratio to Redis itself.
+//!   subscriber), so the delivery figures read as a ratio to Redis itself;
+//! - each size twice, on a fresh API process: with glibc's default malloc
+//!   settings, and with the ones the container image sets (MALLOC_ARENA_MAX=2,
+//!   MALLOC_TRIM_THRESHOLD_=131072; BENCH_API_ENV overrides, K=V,K=V).
 //!
 //! Run: `cargo bench --bench sse` (Postgres on DATABASE_URL, default the
 //! local one; Redis on BENCH_REDIS_URL, default the local one). The file
@@ -104,7 +107,19 @@ async fn main() -> anyhow::Result<()> {
         .await?;
     db::migrate(&pool).await?;
 
-    let outcome = run(&pool, url.as_str(), &redis_url, &sizes, limit).await;
+    let image_env = std::env::var("BENCH_API_ENV")
+        .unwrap_or_else(|_| "MALLOC_ARENA_MAX=2,MALLOC_TRIM_THRESHOLD_=131072".into());
+    let mut outcome = Ok(());
+    for (label, env) in [
+        ("glibc defaults", String::new()),
+        ("image settings", image_env),
+    ] {
+        println!("\n== API with {label} {env}");
+        outcome = run(&pool, url.as_str(), &redis_url, &sizes, limit, &env).await;
+        if outcome.is_err() {
+            break;
+        }
+    }
     pool.close().await;
     sqlx::query(sqlx::AssertSqlSafe(format!(
         "DROP DATABASE IF EXISTS {db_name} WITH (FORCE)"
@@ -120,8 +135,13 @@ async fn run(
     redis_url: &str,
     sizes: &[usize],
     fd_limit: u64,
+    api_env: &str,
 ) -> anyhow::Result<()> {
-    let prefix = format!("docflow-bench-sse:{}:", std::process::id());
+    let prefix = format!(
+        "docflow-bench-sse:{}:{}:",
+        std::process::id(),
+        uuid::Uuid::new_v4()
+    );
     let storage = tempfile::tempdir()?;
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
@@ -138,6 +158,13 @@ async fn run(
         .env("BIND_ADDR", format!("127.0.0.1:{port}"))
         .env("AUTH_RATE_LIMIT_PER_MINUTE", "100000")
         .env("RUST_LOG", "warn")
+        // Extra variables for the API (allocator tuning), K=V,K=V.
+        .envs(
+            api_env
+                .split(',')
+                .filter_map(|pair| pair.split_once('='))
+                .map(|(k, v)| (k.to_owned(), v.to_owned())),
+        )
         .stdout(std::process::Stdio::null())
         .spawn()?;
     let api = Api {
@@ -161,7 +188,8 @@ async fn run(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
-    let credentials = json!({"email": "bench@example.com", "password": "bench-password-1"});
+    let email = format!("bench-{}@example.com", uuid::Uuid::new_v4().simple());
+    let credentials = json!({"email": email, "password": "bench-password-1"});
     client
         .post(format!("{}/api/v1/auth/register", api.base))
         .json(&credentials)
@@ -236,8 +264,11 @@ async fn redis_round_trip(url: &str, prefix: &str) -> anyhow::Result<(Duration, 
     let mut delays = Vec::with_capacity(1000);
     for i in 0..1000 {
         let sent = Instant::now();
-        let _: i64 = publisher.publish(channel.as_str(), i.to_string()).await?;
-        messages.recv().await?;
+        let receivers: i64 = publisher.publish(channel.as_str(), i.to_string()).await?;
+        anyhow::ensure!(receivers == 1, "the baseline subscriber is not subscribed");
+        tokio::time::timeout(Duration::from_secs(5), messages.recv())
+            .await
+            .map_err(|_| anyhow::anyhow!("baseline message {i} lost"))??;
         delays.push(sent.elapsed());
     }
     delays.sort();
