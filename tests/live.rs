@@ -414,14 +414,16 @@ async fn stream_tokens_open_only_their_job_for_their_lifetime_and_session(db: Pg
         .expect("request");
     common::assert_error(response, StatusCode::UNAUTHORIZED, "invalid_token").await;
 
-    // And each expires: 1 s lifetime plus the 5 s clock-skew leeway.
+    // And each expires: a 1 s lifetime plus the 5 s clock-skew leeway, both
+    // counted in whole seconds (exp < now - 5 with `now` truncated), so past
+    // 7 s at the latest.
     let bob_token: Value = stream_token(&app.base, &bob, &bob_job)
         .await
         .json()
         .await
         .expect("json");
     let url = app.url(bob_token["events_url"].as_str().expect("url"));
-    tokio::time::sleep(Duration::from_millis(6_500)).await;
+    tokio::time::sleep(Duration::from_millis(7_500)).await;
     let response = app.client.get(&url).send().await.expect("request");
     common::assert_error(response, StatusCode::UNAUTHORIZED, "token_expired").await;
 }
