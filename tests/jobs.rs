@@ -712,4 +712,12 @@ async fn a_document_cannot_be_deleted_mid_job(db: PgPool) {
         .await
         .expect("request");
     assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
+    // Its jobs (and their results, derived from its content) go with it.
+    let job_url = format!("/api/v1/jobs/{}", job["id"].as_str().expect("id"));
+    assert_error(
+        get(&app, &tokens, &job_url).await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    )
+    .await;
 }
