@@ -6,6 +6,7 @@
 mod content_kind;
 pub mod image;
 pub mod pdf;
+mod pdf_text;
 pub mod result;
 pub mod text;
 

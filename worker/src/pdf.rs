@@ -1,5 +1,7 @@
 //! PDF: metadata, page sizes and per-page text through lopdf, with its
 //! decompression limits on, a page cap, and encryption reported clearly.
+//! The text itself is read by position (`pdf_text`), not by lopdf's
+//! `extract_text`, which glues words that a PDF separates by moving the pen.
 
 use std::path::Path;
 
@@ -37,8 +39,7 @@ pub fn extract(path: &Path, limits: &Limits) -> Result<PdfExtraction, ExtractErr
     for (&number, &page_id) in all_pages.iter().take(limits.max_pdf_pages) {
         // A page whose content cannot be decoded counts as a page without
         // text; one bad page does not sink the document.
-        let text = document
-            .extract_text_with_limit(&[number], limits.max_decompressed_bytes)
+        let text = crate::pdf_text::page_text(&document, page_id, limits.max_decompressed_bytes)
             .map(|t| normalise(&t))
             .unwrap_or_default();
         if text.trim().is_empty() {
@@ -76,8 +77,8 @@ fn encrypted() -> ExtractError {
     ExtractError::Permanent("the PDF is encrypted and cannot be opened without a password".into())
 }
 
-/// lopdf ends each text-showing run with a newline; collapse runs of blank
-/// lines and trailing spaces so counts reflect the words, not the layout.
+/// Collapse runs of blank lines and trailing spaces so counts reflect the
+/// words, not the layout.
 fn normalise(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut blank_run = 0;

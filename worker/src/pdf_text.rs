@@ -1,0 +1,775 @@
+//! A page's text, read from its content stream by position.
+//!
+//! lopdf's `extract_text` concatenates the strings a page shows. Many PDF
+//! writers (Ghostscript, Distiller, Skia, tesseract's text layer) never write
+//! a space character between words: they move the pen instead, with a `TJ`
+//! offset or a `Td`, and the words come out glued ("ThisessaydescribeswhyLily
+//! Pondwascreated"). It also ignores text inside form XObjects and prefers a
+//! simple font's base encoding over its `/ToUnicode` map.
+//!
+//! Here the text state is followed as the PDF specification defines it (text
+//! and line matrices, the CTM, font size, character and word spacing,
+//! horizontal scaling, glyph widths), so each piece of text has a start and
+//! an end on the page. A gap along the line wider than `WORD_GAP` of the font
+//! size is a word break; a move across the line of more than `LINE_SHIFT` is
+//! a line break. Form XObjects are followed (to `MAX_FORM_DEPTH`), and a
+//! font's `/ToUnicode` map wins over its `/Encoding`, as in poppler.
+
+use std::{collections::BTreeMap, collections::HashMap, rc::Rc};
+
+use lopdf::{Dictionary, Document, Encoding, Object, ObjectId, Stream, content::Content};
+
+/// A gap along the line wider than this share of the font size is a space.
+const WORD_GAP: f64 = 0.15;
+/// A move across the line of more than this share of the font size starts a
+/// new line.
+const LINE_SHIFT: f64 = 0.5;
+/// Form XObjects inside form XObjects, at most this deep.
+const MAX_FORM_DEPTH: usize = 8;
+/// Glyph width (thousandths of an em) when a font declares none.
+const DEFAULT_WIDTH: f64 = 500.0;
+
+/// The page's text, or an error when its content cannot be read at all.
+pub fn page_text(
+    document: &Document,
+    page_id: ObjectId,
+    max_decompressed: usize,
+) -> Result<String, lopdf::Error> {
+    let content = document.get_page_content_with_limit(page_id, max_decompressed)?;
+    let (inline, referenced) = document.get_page_resources(page_id)?;
+    let mut dictionaries: Vec<&Dictionary> = inline.into_iter().collect();
+    dictionaries.extend(
+        referenced
+            .into_iter()
+            .filter_map(|id| document.get_dictionary(id).ok()),
+    );
+    let mut reader = Reader {
+        document,
+        max_decompressed,
+        fonts: HashMap::new(),
+        out: String::new(),
+        last_end: None,
+    };
+    let resources = reader.resources(&dictionaries);
+    let mut state = State::default();
+    reader.run(&content, &resources, &mut state, 0)?;
+    Ok(reader.out)
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Matrix([f64; 6]);
+
+impl Matrix {
+    const IDENTITY: Self = Self([1.0, 0.0, 0.0, 1.0, 0.0, 0.0]);
+
+    fn from_operands(operands: &[Object]) -> Option<Self> {
+        let values: Vec<f64> = operands.iter().filter_map(number).collect();
+        <[f64; 6]>::try_from(values).ok().map(Self)
+    }
+
+    /// `self × other`: apply `self`, then `other`.
+    fn then(self, other: Self) -> Self {
+        let [a, b, c, d, e, f] = self.0;
+        let [a2, b2, c2, d2, e2, f2] = other.0;
+        Self([
+            a * a2 + b * c2,
+            a * b2 + b * d2,
+            c * a2 + d * c2,
+            c * b2 + d * d2,
+            e * a2 + f * c2 + e2,
+            e * b2 + f * d2 + f2,
+        ])
+    }
+
+    fn translate(tx: f64, ty: f64) -> Self {
+        Self([1.0, 0.0, 0.0, 1.0, tx, ty])
+    }
+
+    fn origin(self) -> (f64, f64) {
+        (self.0[4], self.0[5])
+    }
+}
+
+/// Glyph widths, in thousandths of an em, by character code.
+enum Widths {
+    Simple {
+        first: u32,
+        widths: Vec<f64>,
+        missing: f64,
+    },
+    Cid {
+        widths: HashMap<u32, f64>,
+        default: f64,
+    },
+}
+
+impl Font<'_> {
+    /// The `/ToUnicode` map's reading when it understands every code (some
+    /// maps in the wild are malformed and decode to U+FFFD), else the
+    /// encoding's.
+    fn decode(&self, bytes: &[u8]) -> String {
+        if let Some(text) = self
+            .unicode
+            .as_ref()
+            .and_then(|map| map.bytes_to_string(bytes).ok())
+            .filter(|text| !text.contains('\u{fffd}'))
+        {
+            return text;
+        }
+        self.encoding.bytes_to_string(bytes).unwrap_or_default()
+    }
+}
+
+impl Widths {
+    fn of(&self, code: u32) -> f64 {
+        match self {
+            Self::Simple {
+                first,
+                widths,
+                missing,
+            } => code
+                .checked_sub(*first)
+                .and_then(|i| widths.get(i as usize))
+                .copied()
+                .unwrap_or(*missing),
+            Self::Cid { widths, default } => widths.get(&code).copied().unwrap_or(*default),
+        }
+    }
+}
+
+struct Font<'a> {
+    /// The font's `/ToUnicode` map, when it has one beside an encoding.
+    unicode: Option<Encoding<'a>>,
+    /// What lopdf reads the font's codes with otherwise.
+    encoding: Encoding<'a>,
+    widths: Widths,
+    /// Bytes per character code: 2 for composite (Type0) fonts.
+    code_len: usize,
+}
+
+/// What a content stream can refer to by name.
+struct Resources<'a> {
+    fonts: BTreeMap<Vec<u8>, Rc<Font<'a>>>,
+    forms: BTreeMap<Vec<u8>, ObjectId>,
+}
+
+/// The parts of the graphics and text state that place text.
+#[derive(Clone)]
+struct State<'a> {
+    ctm: Matrix,
+    text: Matrix,
+    line: Matrix,
+    font: Option<Rc<Font<'a>>>,
+    size: f64,
+    char_spacing: f64,
+    word_spacing: f64,
+    scale: f64,
+    leading: f64,
+}
+
+impl Default for State<'_> {
+    fn default() -> Self {
+        Self {
+            ctm: Matrix::IDENTITY,
+            text: Matrix::IDENTITY,
+            line: Matrix::IDENTITY,
+            font: None,
+            size: 0.0,
+            char_spacing: 0.0,
+            word_spacing: 0.0,
+            scale: 1.0,
+            leading: 0.0,
+        }
+    }
+}
+
+/// Where the last piece of text ended, in device space, and the direction
+/// and size of its line.
+#[derive(Clone, Copy)]
+struct Pen {
+    end: (f64, f64),
+    direction: (f64, f64),
+    size: f64,
+}
+
+struct Reader<'a> {
+    document: &'a Document,
+    max_decompressed: usize,
+    fonts: HashMap<ObjectId, Rc<Font<'a>>>,
+    out: String,
+    last_end: Option<Pen>,
+}
+
+impl<'a> Reader<'a> {
+    fn resources(&mut self, dictionaries: &[&'a Dictionary]) -> Resources<'a> {
+        let mut resources = Resources {
+            fonts: BTreeMap::new(),
+            forms: BTreeMap::new(),
+        };
+        for dictionary in dictionaries {
+            if let Some(fonts) = self.deref_dict(dictionary.get(b"Font").ok()) {
+                for (name, value) in fonts.iter() {
+                    if resources.fonts.contains_key(name) {
+                        continue;
+                    }
+                    if let Some(font) = self.font(value) {
+                        resources.fonts.insert(name.clone(), font);
+                    }
+                }
+            }
+            if let Some(xobjects) = self.deref_dict(dictionary.get(b"XObject").ok()) {
+                for (name, value) in xobjects.iter() {
+                    if let Ok(id) = value.as_reference() {
+                        resources.forms.entry(name.clone()).or_insert(id);
+                    }
+                }
+            }
+        }
+        resources
+    }
+
+    fn deref_dict(&self, object: Option<&'a Object>) -> Option<&'a Dictionary> {
+        match object? {
+            Object::Dictionary(dict) => Some(dict),
+            Object::Reference(id) => self.document.get_dictionary(*id).ok(),
+            _ => None,
+        }
+    }
+
+    fn font(&mut self, value: &'a Object) -> Option<Rc<Font<'a>>> {
+        let id = value.as_reference().ok();
+        if let Some(font) = id.and_then(|id| self.fonts.get(&id)) {
+            return Some(Rc::clone(font));
+        }
+        let dict = self.deref_dict(Some(value))?;
+        let font = Rc::new(load_font(self.document, dict, self.max_decompressed)?);
+        if let Some(id) = id {
+            self.fonts.insert(id, Rc::clone(&font));
+        }
+        Some(font)
+    }
+
+    fn run(
+        &mut self,
+        content: &[u8],
+        resources: &Resources<'a>,
+        state: &mut State<'a>,
+        depth: usize,
+    ) -> Result<(), lopdf::Error> {
+        let content = Content::decode(content)?;
+        let mut saved: Vec<State<'a>> = Vec::new();
+        for operation in &content.operations {
+            let operands = &operation.operands;
+            let arg = |i: usize| operands.get(i).and_then(number).unwrap_or(0.0);
+            match operation.operator.as_str() {
+                "q" => saved.push(state.clone()),
+                "Q" => {
+                    if let Some(previous) = saved.pop() {
+                        *state = previous;
+                    }
+                }
+                "cm" => {
+                    if let Some(m) = Matrix::from_operands(operands) {
+                        state.ctm = m.then(state.ctm);
+                    }
+                }
+                "BT" => {
+                    state.text = Matrix::IDENTITY;
+                    state.line = Matrix::IDENTITY;
+                }
+                "Tf" => {
+                    state.font = operands
+                        .first()
+                        .and_then(|o| o.as_name().ok())
+                        .and_then(|name| resources.fonts.get(name))
+                        .cloned();
+                    state.size = arg(1);
+                }
+                "Tc" => state.char_spacing = arg(0),
+                "Tw" => state.word_spacing = arg(0),
+                "Tz" => state.scale = arg(0) / 100.0,
+                "TL" => state.leading = arg(0),
+                "Td" => move_line(state, arg(0), arg(1)),
+                "TD" => {
+                    state.leading = -arg(1);
+                    move_line(state, arg(0), arg(1));
+                }
+                "Tm" => {
+                    if let Some(m) = Matrix::from_operands(operands) {
+                        state.text = m;
+                        state.line = m;
+                    }
+                }
+                "T*" => move_line(state, 0.0, -state.leading),
+                "Tj" => {
+                    if let Some(bytes) = operands.first().and_then(|o| o.as_str().ok()) {
+                        self.show(state, bytes);
+                    }
+                }
+                "'" => {
+                    move_line(state, 0.0, -state.leading);
+                    if let Some(bytes) = operands.first().and_then(|o| o.as_str().ok()) {
+                        self.show(state, bytes);
+                    }
+                }
+                "\"" => {
+                    state.word_spacing = arg(0);
+                    state.char_spacing = arg(1);
+                    move_line(state, 0.0, -state.leading);
+                    if let Some(bytes) = operands.get(2).and_then(|o| o.as_str().ok()) {
+                        self.show(state, bytes);
+                    }
+                }
+                "TJ" => {
+                    let Some(items) = operands.first().and_then(|o| o.as_array().ok()) else {
+                        continue;
+                    };
+                    for item in items {
+                        match item {
+                            Object::String(bytes, _) => self.show(state, bytes),
+                            other => {
+                                if let Some(offset) = number(other) {
+                                    // Thousandths of an em, against the
+                                    // writing direction.
+                                    let tx = -offset / 1000.0 * state.size * state.scale;
+                                    state.text = Matrix::translate(tx, 0.0).then(state.text);
+                                }
+                            }
+                        }
+                    }
+                }
+                "Do" if depth < MAX_FORM_DEPTH => {
+                    let Some(id) = operands
+                        .first()
+                        .and_then(|o| o.as_name().ok())
+                        .and_then(|name| resources.forms.get(name))
+                    else {
+                        continue;
+                    };
+                    self.run_form(*id, resources, state, depth)?;
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs a form XObject as `q cm <content> Q`, with its own resources.
+    fn run_form(
+        &mut self,
+        id: ObjectId,
+        outer: &Resources<'a>,
+        state: &State<'a>,
+        depth: usize,
+    ) -> Result<(), lopdf::Error> {
+        let Ok(stream) = self.document.get_object(id).and_then(Object::as_stream) else {
+            return Ok(());
+        };
+        if stream.dict.get(b"Subtype").and_then(Object::as_name).ok() != Some(b"Form".as_slice()) {
+            return Ok(());
+        }
+        let content = form_content(stream, self.max_decompressed)?;
+        let matrix = stream
+            .dict
+            .get(b"Matrix")
+            .and_then(Object::as_array)
+            .ok()
+            .and_then(|m| Matrix::from_operands(m))
+            .unwrap_or(Matrix::IDENTITY);
+        let own = self.deref_dict(stream.dict.get(b"Resources").ok());
+        let resources = match own {
+            Some(dict) => self.resources(&[dict]),
+            None => Resources {
+                fonts: outer.fonts.clone(),
+                forms: outer.forms.clone(),
+            },
+        };
+        let mut inner = state.clone();
+        inner.ctm = matrix.then(state.ctm);
+        self.run(&content, &resources, &mut inner, depth + 1)
+    }
+
+    /// Shows a string: decides whether it starts a word or a line, appends
+    /// its text, and advances the text matrix by its width.
+    fn show(&mut self, state: &mut State<'a>, bytes: &[u8]) {
+        let Some(font) = state.font.clone() else {
+            return;
+        };
+        let text = font.decode(bytes);
+        let rendering = state.text.then(state.ctm);
+        let start = rendering.origin();
+        let direction = unit(rendering.0[0], rendering.0[1]);
+        let size = (state.size * rendering.0[2].hypot(rendering.0[3])).abs();
+        self.separate(start, direction, size, &text);
+        self.out.push_str(&text);
+
+        let mut advance = 0.0;
+        for code in codes(bytes, font.code_len) {
+            let mut width = font.widths.of(code) / 1000.0 * state.size + state.char_spacing;
+            if font.code_len == 1 && code == 32 {
+                width += state.word_spacing;
+            }
+            advance += width * state.scale;
+        }
+        state.text = Matrix::translate(advance, 0.0).then(state.text);
+        let end = state.text.then(state.ctm).origin();
+        self.last_end = Some(Pen {
+            end,
+            direction,
+            size,
+        });
+    }
+
+    /// Inserts the space or line break between the last text and text that
+    /// starts at `start`.
+    fn separate(&mut self, start: (f64, f64), direction: (f64, f64), size: f64, text: &str) {
+        let Some(pen) = self.last_end else {
+            return;
+        };
+        if text.is_empty() || self.out.is_empty() {
+            return;
+        }
+        let (dx, dy) = (start.0 - pen.end.0, start.1 - pen.end.1);
+        let along = dx * pen.direction.0 + dy * pen.direction.1;
+        let across = dy * pen.direction.0 - dx * pen.direction.1;
+        let size = pen.size.max(size).max(f64::EPSILON);
+        let separator = if across.abs() > LINE_SHIFT * size || direction != pen.direction {
+            Some('\n')
+        } else if along > WORD_GAP * size || along < -size {
+            Some(' ')
+        } else {
+            None
+        };
+        if let Some(separator) = separator
+            && !self.out.ends_with(char::is_whitespace)
+            && !text.starts_with(char::is_whitespace)
+        {
+            self.out.push(separator);
+        }
+    }
+}
+
+fn move_line(state: &mut State<'_>, tx: f64, ty: f64) {
+    state.line = Matrix::translate(tx, ty).then(state.line);
+    state.text = state.line;
+}
+
+fn unit(x: f64, y: f64) -> (f64, f64) {
+    let length = x.hypot(y);
+    if length > 0.0 {
+        // Rounded so that the same direction compares equal after floating
+        // point noise.
+        (
+            (x / length * 1e6).round() / 1e6,
+            (y / length * 1e6).round() / 1e6,
+        )
+    } else {
+        (1.0, 0.0)
+    }
+}
+
+fn codes(bytes: &[u8], code_len: usize) -> impl Iterator<Item = u32> + '_ {
+    bytes.chunks(code_len.max(1)).map(|chunk| {
+        chunk
+            .iter()
+            .fold(0_u32, |code, b| code << 8 | u32::from(*b))
+    })
+}
+
+fn number(object: &Object) -> Option<f64> {
+    match object {
+        Object::Integer(i) => Some(*i as f64),
+        Object::Real(r) => Some(f64::from(*r)),
+        _ => None,
+    }
+}
+
+fn form_content(stream: &Stream, max_decompressed: usize) -> Result<Vec<u8>, lopdf::Error> {
+    if stream.dict.get(b"Filter").is_ok() {
+        stream.decompressed_content_with_limit(max_decompressed)
+    } else {
+        Ok(stream.content.clone())
+    }
+}
+
+fn load_font<'a>(
+    document: &'a Document,
+    dict: &'a Dictionary,
+    max_decompressed: usize,
+) -> Option<Font<'a>> {
+    let composite =
+        dict.get(b"Subtype").and_then(Object::as_name).ok() == Some(b"Type0".as_slice());
+    Some(Font {
+        unicode: unicode_map(document, dict, max_decompressed),
+        encoding: dict
+            .get_font_encoding_with_limit(document, max_decompressed)
+            .ok()?,
+        widths: if composite {
+            cid_widths(document, dict)
+        } else {
+            simple_widths(document, dict)
+        },
+        code_len: if composite { 2 } else { 1 },
+    })
+}
+
+/// The font's `/ToUnicode` map when it also has an `/Encoding` (which lopdf
+/// would prefer): the map is the writer's statement of what each code
+/// means, and poppler prefers it too. Fonts with only a map already read
+/// through it.
+fn unicode_map<'a>(
+    document: &'a Document,
+    dict: &'a Dictionary,
+    max_decompressed: usize,
+) -> Option<Encoding<'a>> {
+    if dict.get(b"ToUnicode").is_err() || dict.get(b"Encoding").is_err() {
+        return None;
+    }
+    let mut unicode_only = dict.clone();
+    unicode_only.remove(b"Encoding");
+    match unicode_only.get_font_encoding_with_limit(document, max_decompressed) {
+        Ok(Encoding::UnicodeMapEncoding(map)) => Some(Encoding::UnicodeMapEncoding(map)),
+        _ => None,
+    }
+}
+
+fn simple_widths(document: &Document, dict: &Dictionary) -> Widths {
+    let first = dict
+        .get(b"FirstChar")
+        .ok()
+        .and_then(number)
+        .map_or(0, |f| f.max(0.0) as u32);
+    let widths = dict
+        .get_deref(b"Widths", document)
+        .and_then(Object::as_array)
+        .map(|w| {
+            w.iter()
+                .map(|o| deref_number(document, o).unwrap_or(0.0))
+                .collect()
+        })
+        .unwrap_or_default();
+    let missing = dict
+        .get_deref(b"FontDescriptor", document)
+        .and_then(Object::as_dict)
+        .ok()
+        .and_then(|d| d.get(b"MissingWidth").ok().and_then(number))
+        .filter(|w| *w > 0.0)
+        .unwrap_or(DEFAULT_WIDTH);
+    Widths::Simple {
+        first,
+        widths,
+        missing,
+    }
+}
+
+fn cid_widths(document: &Document, dict: &Dictionary) -> Widths {
+    let descendant = dict
+        .get_deref(b"DescendantFonts", document)
+        .and_then(Object::as_array)
+        .ok()
+        .and_then(|fonts| fonts.first())
+        .and_then(|font| match font {
+            Object::Reference(id) => document.get_dictionary(*id).ok(),
+            Object::Dictionary(dict) => Some(dict),
+            _ => None,
+        });
+    let default = descendant
+        .and_then(|d| d.get(b"DW").ok().and_then(number))
+        .unwrap_or(1000.0);
+    let mut widths = HashMap::new();
+    if let Some(array) = descendant
+        .and_then(|d| d.get_deref(b"W", document).ok())
+        .and_then(|w| w.as_array().ok())
+    {
+        // Entries are `c [w1 w2 ...]` or `c_first c_last w`.
+        let mut i = 0;
+        while i < array.len() {
+            let Some(first) = deref_number(document, &array[i]) else {
+                break;
+            };
+            let first = first.max(0.0) as u32;
+            match array.get(i + 1).map(|o| deref(document, o)) {
+                Some(Object::Array(list)) => {
+                    for (offset, w) in list.iter().enumerate() {
+                        if let Some(w) = deref_number(document, w) {
+                            widths.insert(first.saturating_add(offset as u32), w);
+                        }
+                    }
+                    i += 2;
+                }
+                Some(last) => {
+                    let (Some(last), Some(w)) = (
+                        number(last),
+                        array.get(i + 2).and_then(|o| deref_number(document, o)),
+                    ) else {
+                        break;
+                    };
+                    // Bounded: a hostile range cannot fill memory.
+                    let last = (last.max(0.0) as u32).min(first.saturating_add(65_535));
+                    for code in first..=last {
+                        widths.insert(code, w);
+                    }
+                    i += 3;
+                }
+                None => break,
+            }
+        }
+    }
+    Widths::Cid { widths, default }
+}
+
+fn deref<'a>(document: &'a Document, object: &'a Object) -> &'a Object {
+    match object {
+        Object::Reference(id) => document.get_object(*id).unwrap_or(object),
+        other => other,
+    }
+}
+
+fn deref_number(document: &Document, object: &Object) -> Option<f64> {
+    number(deref(document, object))
+}
+
+#[cfg(test)]
+mod tests {
+    use lopdf::{Stream, content::Operation, dictionary};
+
+    use super::*;
+
+    /// A one-page PDF showing `operations` in Helvetica (widths 600 for
+    /// every code, so positions are predictable).
+    fn page_with(operations: Vec<Operation>) -> (Document, ObjectId) {
+        let mut doc = Document::with_version("1.5");
+        let pages_id = doc.new_object_id();
+        let font_id = doc.add_object(dictionary! {
+            "Type" => "Font",
+            "Subtype" => "Type1",
+            "BaseFont" => "Helvetica",
+            "Encoding" => "WinAnsiEncoding",
+            "FirstChar" => 32,
+            "Widths" => (32..=126).map(|_| Object::Integer(600)).collect::<Vec<_>>(),
+        });
+        let resources_id = doc.add_object(dictionary! {
+            "Font" => dictionary! { "F1" => font_id },
+        });
+        let content = Content { operations };
+        let content_id = doc.add_object(Stream::new(
+            dictionary! {},
+            content.encode().expect("encode"),
+        ));
+        let page_id = doc.add_object(dictionary! {
+            "Type" => "Page",
+            "Parent" => pages_id,
+            "Contents" => content_id,
+            "Resources" => resources_id,
+            "MediaBox" => vec![0.into(), 0.into(), 612.into(), 792.into()],
+        });
+        doc.objects.insert(
+            pages_id,
+            Object::Dictionary(dictionary! {
+                "Type" => "Pages",
+                "Kids" => vec![page_id.into()],
+                "Count" => 1,
+            }),
+        );
+        let catalog_id = doc.add_object(dictionary! {
+            "Type" => "Catalog",
+            "Pages" => pages_id,
+        });
+        doc.trailer.set("Root", catalog_id);
+        (doc, page_id)
+    }
+
+    fn op(operator: &str, operands: Vec<Object>) -> Operation {
+        Operation::new(operator, operands)
+    }
+
+    fn text(s: &str) -> Object {
+        Object::string_literal(s)
+    }
+
+    #[test]
+    fn words_placed_by_kerning_offsets_or_moves_are_separated() {
+        let (doc, page) = page_with(vec![
+            op("BT", vec![]),
+            op("Tf", vec!["F1".into(), 10.into()]),
+            op("Td", vec![72.into(), 700.into()]),
+            // Kerning inside a word, a word gap as a fractional offset.
+            op(
+                "TJ",
+                vec![Object::Array(vec![
+                    text("Th"),
+                    Object::Real(-0.6),
+                    text("is"),
+                    Object::Real(-422.416),
+                    text("essay"),
+                ])],
+            ),
+            // The next word placed by a move, no space character.
+            op("Td", vec![Object::Real(110.0), 0.into()]),
+            op("Tj", vec![text("describes")]),
+            // A new line.
+            op("Td", vec![Object::Real(-110.0), Object::Real(-14.0)]),
+            op("Tj", vec![text("why")]),
+            op("ET", vec![]),
+        ]);
+        assert_eq!(
+            page_text(&doc, page, 1 << 20).expect("text"),
+            "This essay describes\nwhy"
+        );
+    }
+
+    #[test]
+    fn text_inside_form_xobjects_is_read_in_place() {
+        let (mut doc, page) = page_with(vec![
+            op("BT", vec![]),
+            op("Tf", vec!["F1".into(), 10.into()]),
+            op("Td", vec![72.into(), 700.into()]),
+            op("Tj", vec![text("Before")]),
+            op("ET", vec![]),
+            op("Do", vec!["Fm1".into()]),
+        ]);
+        // A form that shows a line of its own, below, with the page's font.
+        let form = Content {
+            operations: vec![
+                op("BT", vec![]),
+                op("Tf", vec!["F1".into(), 10.into()]),
+                op("Td", vec![72.into(), 680.into()]),
+                op("Tj", vec![text("inside the form")]),
+                op("ET", vec![]),
+            ],
+        };
+        let form_id = doc.add_object(Stream::new(
+            dictionary! { "Type" => "XObject", "Subtype" => "Form", "BBox" => vec![0.into(), 0.into(), 612.into(), 792.into()] },
+            form.encode().expect("encode"),
+        ));
+        let resources_id = doc
+            .get_dictionary(page)
+            .and_then(|p| p.get(b"Resources"))
+            .and_then(Object::as_reference)
+            .expect("resources");
+        let resources = doc
+            .get_object_mut(resources_id)
+            .and_then(Object::as_dict_mut)
+            .expect("dict");
+        resources.set("XObject", dictionary! { "Fm1" => form_id });
+        assert_eq!(
+            page_text(&doc, page, 1 << 20).expect("text"),
+            "Before\ninside the form"
+        );
+    }
+
+    #[test]
+    fn a_string_split_mid_word_stays_one_word() {
+        let (doc, page) = page_with(vec![
+            op("BT", vec![]),
+            op("Tf", vec!["F1".into(), 10.into()]),
+            op("Td", vec![72.into(), 700.into()]),
+            op("Tj", vec![text("sc")]),
+            // Exactly where "sc" ends: 2 glyphs × 600/1000 × 10.
+            op("Td", vec![Object::Real(12.0), 0.into()]),
+            op("Tj", vec![text("ores")]),
+            op("ET", vec![]),
+        ]);
+        assert_eq!(page_text(&doc, page, 1 << 20).expect("text"), "scores");
+    }
+}
