@@ -240,12 +240,23 @@ async fn handle_entry(
         }
     };
     let processor = Arc::clone(&processor);
-    // Its own task, so a panic anywhere in the run is caught here.
-    let run = tokio::spawn({
+    let run = {
         let processor = Arc::clone(&processor);
         async move { processor.process(job_id).await }
-    });
-    match run.await {
+    };
+    run_guarded(&processor, job_id, run).await
+}
+
+/// Runs one job's `run` in its own task, so that a panic anywhere in it is
+/// caught here: the job fails as `unhandled` (dead-lettered, its event
+/// published) and the worker goes on. An infrastructure error is handed back
+/// to apalis after a pause, so the entry is retried as is.
+pub async fn run_guarded(
+    processor: &Processor,
+    job_id: crate::domain::JobId,
+    run: impl std::future::Future<Output = Result<Outcome, sqlx::Error>> + Send + 'static,
+) -> Result<(), BoxDynError> {
+    match tokio::spawn(run).await {
         Ok(Ok(_outcome)) => Ok(()),
         Ok(Err(db_error)) => {
             tracing::error!(%job_id, error = %db_error, "job run hit a database error; will retry");

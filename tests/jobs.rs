@@ -721,3 +721,65 @@ async fn a_document_cannot_be_deleted_mid_job(db: PgPool) {
     )
     .await;
 }
+
+#[sqlx::test]
+async fn a_panic_during_a_run_fails_the_job_and_the_worker_goes_on(db: PgPool) {
+    let app = TestApp::spawn(db).await;
+    let tokens = app.signed_in("panic@example.com").await;
+    let doc = upload_id(&app, &tokens, b"Panic.".to_vec(), "p.txt", "text/plain").await;
+    let job: Value = create_job(&app, &tokens, &doc, None)
+        .await
+        .json()
+        .await
+        .expect("json");
+    let job_id: uuid::Uuid = job["id"].as_str().expect("id").parse().expect("uuid");
+
+    // The worker's own guard, around a run that really panics (in its task,
+    // as a bug in extraction code or a dependency would).
+    let scratch = tempfile::tempdir().expect("scratch");
+    let processor = docflow::jobs::process::Processor::new(
+        app.db.clone(),
+        app.state.storage.clone(),
+        docflow::extraction::SandboxLimits::default(),
+        scratch.path().to_path_buf(),
+        app.state.publisher.clone(),
+    );
+    let guarded =
+        docflow::worker_process::run_guarded(&processor, docflow::domain::JobId(job_id), async {
+            let pages: Vec<u32> = Vec::new();
+            // An out-of-bounds index: a genuine panic, not a returned error.
+            let first = pages[std::hint::black_box(0)];
+            Ok(docflow::jobs::process::Outcome::Failed {
+                reason: docflow::domain::FailureReason::Unhandled,
+                error: format!("unreachable: {first}"),
+            })
+        })
+        .await;
+    assert!(guarded.is_ok(), "the panic is handled, not passed on");
+
+    let failed = get(&app, &tokens, &format!("/api/v1/jobs/{job_id}"))
+        .await
+        .json::<Value>()
+        .await
+        .expect("json");
+    assert_eq!(failed["status"], "failed", "{failed}");
+    let error = failed["last_error"].as_str().expect("last_error");
+    assert!(
+        error.contains("the worker panicked") && error.contains("index out of bounds"),
+        "{error}"
+    );
+    let reason: String =
+        sqlx::query_scalar("SELECT reason FROM dead_letter_jobs WHERE job_id = $1")
+            .bind(job_id)
+            .fetch_one(&app.db)
+            .await
+            .expect("dead letter");
+    assert_eq!(reason, "unhandled");
+    let history = events(&app, &job_id.to_string()).await;
+    assert_eq!(history.last().map(|e| e.0.as_str()), Some("failed"));
+
+    // And the next job runs normally on a worker.
+    app.start_worker();
+    let done = run_job(&app, &tokens, &doc, Duration::from_secs(30)).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+}
