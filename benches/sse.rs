@@ -254,8 +254,8 @@ async fn run(
 
 /// p50 and p99 of a bare publish → receive on one subscriber connection.
 async fn redis_round_trip(url: &str, prefix: &str) -> anyhow::Result<(Duration, Duration)> {
-    let subscriber = redis_client(url)?;
-    let publisher = redis_client(url)?;
+    let subscriber = redis_client(url, docflow::ephemeral::DEFAULT_BROADCAST_BUFFER)?;
+    let publisher = redis_client(url, docflow::ephemeral::DEFAULT_BROADCAST_BUFFER)?;
     subscriber.init().await?;
     publisher.init().await?;
     let channel = format!("{prefix}baseline");

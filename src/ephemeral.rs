@@ -73,7 +73,7 @@ impl Ephemeral {
     /// counted), but a Redis outage at start-up shows in readiness instead of
     /// stopping the process.
     pub async fn redis(url: &str, prefix: String) -> Result<Self, EphemeralError> {
-        let client = redis_client(url)?;
+        let client = redis_client(url, DEFAULT_BROADCAST_BUFFER)?;
         client.connect();
         if tokio::time::timeout(FIRST_CONNECT_WAIT, client.wait_for_connect())
             .await
@@ -171,13 +171,20 @@ impl Ephemeral {
     }
 }
 
+/// fred's own default size of its event and pub/sub buffers.
+pub const DEFAULT_BROADCAST_BUFFER: usize = 32;
+
 /// A Redis client that fails commands fast while disconnected and keeps
 /// reconnecting in the background (not connected yet: call `connect`).
-pub fn redis_client(url: &str) -> Result<Client, EphemeralError> {
+/// `broadcast_buffer`: messages held for a slow pub/sub reader.
+pub fn redis_client(url: &str, broadcast_buffer: usize) -> Result<Client, EphemeralError> {
     let mut config = RedisConfig::from_url(url)?;
     config.fail_fast = true;
     Ok(Builder::from_config(config)
-        .with_performance_config(|perf| perf.default_command_timeout = REDIS_COMMAND_TIMEOUT)
+        .with_performance_config(|perf| {
+            perf.default_command_timeout = REDIS_COMMAND_TIMEOUT;
+            perf.broadcast_channel_capacity = broadcast_buffer;
+        })
         .with_connection_config(|conn| {
             conn.connection_timeout = Duration::from_secs(2);
             conn.internal_command_timeout = Duration::from_secs(2);

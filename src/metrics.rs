@@ -110,7 +110,23 @@ fn describe() {
     describe_gauge!(JOBS_DEAD_LETTER_DEPTH, "Jobs in the dead-letter queue");
 }
 
+/// Methods are labels as themselves only when HTTP defines them: any other
+/// token is `OTHER`, so a client cannot mint new series at will.
+fn method_label(method: &str) -> &'static str {
+    match method {
+        "GET" => "GET",
+        "HEAD" => "HEAD",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "PATCH" => "PATCH",
+        "DELETE" => "DELETE",
+        "OPTIONS" => "OPTIONS",
+        _ => "OTHER",
+    }
+}
+
 pub fn record_http(method: &str, route: &str, status: u16, elapsed: Duration) {
+    let method = method_label(method);
     let labels = [
         ("method", method.to_owned()),
         ("route", route.to_owned()),
@@ -119,7 +135,7 @@ pub fn record_http(method: &str, route: &str, status: u16, elapsed: Duration) {
     metrics::counter!(HTTP_REQUESTS_TOTAL, &labels).increment(1);
     metrics::histogram!(
         HTTP_REQUEST_DURATION_SECONDS,
-        "method" => method.to_owned(),
+        "method" => method,
         "route" => route.to_owned()
     )
     .record(elapsed.as_secs_f64());

@@ -106,9 +106,9 @@ impl AuthService {
     pub async fn login(&self, email: &str, password: String) -> Result<Session, AuthError> {
         // A malformed email cannot belong to an account; still verify against
         // the dummy hash so the timing matches a real miss.
-        let credentials = match Email::parse(email) {
-            Ok(email) => db::users::find_credentials(&self.db, &email).await?,
-            Err(_) => None,
+        let credentials = match Email::for_lookup(email) {
+            Some(email) => db::users::find_credentials(&self.db, &email).await?,
+            None => None,
         };
         let (user_id, hash) = match credentials {
             Some(found) => (Some(found.user.id), Some(found.password_hash)),
@@ -256,9 +256,12 @@ impl AuthService {
             }
             tx.commit().await?;
         }
+        // Past the expiry by the validation leeway: until then the token
+        // (and stream tokens issued under it) would still be accepted.
         let remaining = (access.expires_at - Utc::now())
             .to_std()
-            .unwrap_or_default();
+            .unwrap_or_default()
+            + super::tokens::LEEWAY;
         self.ephemeral
             .block_token(&access.jti.to_string(), remaining)
             .await

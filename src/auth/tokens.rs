@@ -11,6 +11,8 @@ use crate::domain::{JobId, UserId};
 
 pub const ACCESS_TOKEN_TTL: Duration = Duration::from_secs(15 * 60);
 pub const REFRESH_TOKEN_TTL: Duration = Duration::from_secs(30 * 24 * 60 * 60);
+/// Clock skew tolerated when checking `exp` (whole seconds).
+pub const LEEWAY: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -85,7 +87,7 @@ impl TokenKeys {
         // Only HS256: this pins the algorithm, so `alg: none` or an RS/HS
         // confusion attempt fails before any signature check.
         let mut validation = Validation::new(Algorithm::HS256);
-        validation.leeway = 5;
+        validation.leeway = LEEWAY.as_secs();
         validation.set_required_spec_claims(&["exp", "sub", "iat"]);
         Ok(Self {
             encoding: EncodingKey::from_secret(secret)?,
@@ -143,7 +145,9 @@ impl TokenKeys {
         Ok((token, expires_at))
     }
 
-    /// A token that opens `job_id`'s status stream until `now + ttl`.
+    /// A token that opens `job_id`'s status stream until `now + ttl`, and
+    /// never past the access token it is issued under: logging out blocks
+    /// that access token for its own lifetime, which then covers this one.
     pub fn issue_stream(
         &self,
         access: &AccessClaims,
@@ -151,7 +155,7 @@ impl TokenKeys {
         now: DateTime<Utc>,
         ttl: Duration,
     ) -> anyhow::Result<(String, DateTime<Utc>)> {
-        let expires_at = now + ttl;
+        let expires_at = (now + ttl).min(access.expires_at);
         let token = self.sign(&Claims {
             sub: access.user_id.0,
             jti: Uuid::new_v4(),

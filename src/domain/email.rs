@@ -67,6 +67,15 @@ impl Email {
         Ok(Self(normalised))
     }
 
+    /// How sign-in finds an account: the address trimmed and lower-cased,
+    /// without the registration rules, so an account stored under earlier,
+    /// looser rules (Unicode letters) can still sign in. `None` when it
+    /// cannot be an address at all.
+    pub fn for_lookup(raw: &str) -> Option<Self> {
+        let normalised = raw.trim().to_lowercase();
+        (normalised.contains('@') && normalised.len() <= MAX_LEN).then_some(Self(normalised))
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -87,6 +96,15 @@ mod tests {
         let email = Email::parse("Alice@Example.COM").expect("valid");
         assert_eq!(email.as_str(), "alice@example.com");
         assert!(Email::parse("o'neil+tag@mail.example-1.org").is_ok());
+    }
+
+    #[test]
+    fn sign_in_lookups_forgive_case_whitespace_and_unicode() {
+        assert_eq!(
+            Email::for_lookup("  José@Example.COM ").map(|e| e.0),
+            Some("josé@example.com".to_owned())
+        );
+        assert!(Email::for_lookup("no-at-sign").is_none());
     }
 
     #[test]

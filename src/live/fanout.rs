@@ -12,6 +12,11 @@ use tokio::sync::broadcast::error::RecvError;
 use super::{Hub, StatusEvent, TOPIC};
 use crate::ephemeral::{EphemeralError, redis_client};
 
+/// Messages fred buffers for this process before it reports a lag (every
+/// status change of every job passes through here; a lag makes every open
+/// stream re-read Postgres at once, so it must be rare). fred's default: 32.
+const FANOUT_BUFFER: usize = 4_096;
+
 /// How often the connection state is checked besides fred's own events.
 const HEALTH_CHECK: Duration = Duration::from_millis(250);
 
@@ -19,7 +24,7 @@ const HEALTH_CHECK: Duration = Duration::from_millis(250);
 /// else) and starts following `{prefix}job-status` in the background until
 /// the hub closes.
 pub fn spawn(url: &str, prefix: &str, hub: Hub) -> Result<(), EphemeralError> {
-    let client = redis_client(url)?;
+    let client = redis_client(url, FANOUT_BUFFER)?;
     let channel = format!("{prefix}{TOPIC}");
     tokio::spawn(follow(client, channel, hub));
     Ok(())

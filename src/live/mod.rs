@@ -120,7 +120,7 @@ impl Hub {
         Subscription {
             hub: self.clone(),
             job_id,
-            receiver,
+            receiver: Some(receiver),
         }
     }
 
@@ -189,25 +189,31 @@ impl Hub {
 pub struct Subscription {
     hub: Hub,
     job_id: JobId,
-    receiver: broadcast::Receiver<Arc<StatusEvent>>,
+    /// Always `Some` until dropped (taken in `Drop`, under the hub's lock).
+    receiver: Option<broadcast::Receiver<Arc<StatusEvent>>>,
 }
 
 impl Subscription {
     pub async fn recv(&mut self) -> Result<Arc<StatusEvent>, broadcast::error::RecvError> {
-        self.receiver.recv().await
+        match self.receiver.as_mut() {
+            Some(receiver) => receiver.recv().await,
+            None => Err(broadcast::error::RecvError::Closed),
+        }
     }
 }
 
 impl Drop for Subscription {
     fn drop(&mut self) {
-        // Under the lock, so a concurrent `subscribe` either sees the entry
-        // (and keeps it alive) or creates a fresh one.
+        // Drop our receiver and look at the count under the lock, so that of
+        // two streams closing at once the last one removes the entry, and a
+        // concurrent `subscribe` either keeps it alive or creates a new one.
         let mut jobs = self.hub.lock();
-        if let Some(sender) = jobs.get(&self.job_id) {
-            // Our own receiver still counts until this function returns.
-            if sender.receiver_count() <= 1 {
-                jobs.remove(&self.job_id);
-            }
+        drop(self.receiver.take());
+        if jobs
+            .get(&self.job_id)
+            .is_some_and(|sender| sender.receiver_count() == 0)
+        {
+            jobs.remove(&self.job_id);
         }
     }
 }
@@ -280,7 +286,12 @@ mod tests {
         hub.dispatch(event(a, 2));
         assert_eq!(first.recv().await.expect("event").seq, 2);
         assert_eq!(second.recv().await.expect("event").seq, 2);
-        assert!(other.receiver.try_recv().is_err());
+        assert!(
+            other
+                .receiver
+                .as_mut()
+                .is_some_and(|receiver| receiver.try_recv().is_err())
+        );
         assert_eq!(hub.watched_jobs(), 2);
         drop(first);
         assert_eq!(hub.watched_jobs(), 2, "a's second stream is still open");

@@ -17,7 +17,10 @@
 
 use std::{collections::BTreeMap, collections::HashMap, rc::Rc};
 
-use lopdf::{Dictionary, Document, Encoding, Object, ObjectId, Stream, content::Content};
+use lopdf::{
+    Dictionary, Document, Encoding, Object, ObjectId, Stream,
+    content::{Content, Operation},
+};
 
 /// A gap along the line wider than this share of the font size is a space.
 const WORD_GAP: f64 = 0.15;
@@ -26,6 +29,18 @@ const WORD_GAP: f64 = 0.15;
 const LINE_SHIFT: f64 = 0.5;
 /// Form XObjects inside form XObjects, at most this deep.
 const MAX_FORM_DEPTH: usize = 8;
+/// Form XObjects run per page, at most: a form that calls itself (or others)
+/// many times would otherwise multiply the work exponentially with depth.
+const MAX_FORM_RUNS: usize = 1_000;
+/// Content-stream operations processed per page, at most.
+const MAX_OPERATIONS: usize = 2_000_000;
+/// Nested `q` (saved graphics states) kept, at most; deeper saves are
+/// ignored (hostile streams push without popping).
+const MAX_SAVED_STATES: usize = 256;
+/// Text kept per page, at most (bytes).
+const MAX_PAGE_TEXT: usize = 8 << 20;
+/// The largest two-byte character code.
+const MAX_CODE: u32 = 0xFFFF;
 /// Glyph width (thousandths of an em) when a font declares none.
 const DEFAULT_WIDTH: f64 = 500.0;
 
@@ -47,12 +62,17 @@ pub fn page_text(
         document,
         max_decompressed,
         fonts: HashMap::new(),
+        forms: HashMap::new(),
+        running_forms: Vec::new(),
+        form_runs: 0,
+        operations: 0,
         out: String::new(),
         last_end: None,
     };
     let resources = reader.resources(&dictionaries);
     let mut state = State::default();
-    reader.run(&content, &resources, &mut state, 0)?;
+    let content = Content::decode(&content)?;
+    reader.run(&content.operations, &resources, &mut state, 0);
     Ok(reader.out)
 }
 
@@ -196,6 +216,12 @@ struct Reader<'a> {
     document: &'a Document,
     max_decompressed: usize,
     fonts: HashMap<ObjectId, Rc<Font<'a>>>,
+    /// Each form's decoded content, decoded once per page.
+    forms: HashMap<ObjectId, Rc<Vec<Operation>>>,
+    /// The forms being run right now (a form never runs inside itself).
+    running_forms: Vec<ObjectId>,
+    form_runs: usize,
+    operations: usize,
     out: String,
     last_end: Option<Pen>,
 }
@@ -251,18 +277,21 @@ impl<'a> Reader<'a> {
 
     fn run(
         &mut self,
-        content: &[u8],
+        operations: &[Operation],
         resources: &Resources<'a>,
         state: &mut State<'a>,
         depth: usize,
-    ) -> Result<(), lopdf::Error> {
-        let content = Content::decode(content)?;
+    ) {
         let mut saved: Vec<State<'a>> = Vec::new();
-        for operation in &content.operations {
+        for operation in operations {
+            self.operations += 1;
+            if self.operations > MAX_OPERATIONS || self.out.len() > MAX_PAGE_TEXT {
+                return;
+            }
             let operands = &operation.operands;
             let arg = |i: usize| operands.get(i).and_then(number).unwrap_or(0.0);
             match operation.operator.as_str() {
-                "q" => saved.push(state.clone()),
+                "q" if saved.len() < MAX_SAVED_STATES => saved.push(state.clone()),
                 "Q" => {
                     if let Some(previous) = saved.pop() {
                         *state = previous;
@@ -338,37 +367,50 @@ impl<'a> Reader<'a> {
                         }
                     }
                 }
-                "Do" if depth < MAX_FORM_DEPTH => {
-                    let Some(id) = operands
+                "Do" if depth < MAX_FORM_DEPTH && self.form_runs < MAX_FORM_RUNS => {
+                    let Some(&id) = operands
                         .first()
                         .and_then(|o| o.as_name().ok())
                         .and_then(|name| resources.forms.get(name))
                     else {
                         continue;
                     };
-                    self.run_form(*id, resources, state, depth)?;
+                    if self.running_forms.contains(&id) {
+                        continue;
+                    }
+                    self.form_runs += 1;
+                    // A form that cannot be read loses its own text only.
+                    self.running_forms.push(id);
+                    self.run_form(id, resources, state, depth);
+                    self.running_forms.pop();
                 }
                 _ => {}
             }
         }
-        Ok(())
     }
 
     /// Runs a form XObject as `q cm <content> Q`, with its own resources.
-    fn run_form(
-        &mut self,
-        id: ObjectId,
-        outer: &Resources<'a>,
-        state: &State<'a>,
-        depth: usize,
-    ) -> Result<(), lopdf::Error> {
+    /// An unreadable form shows nothing.
+    fn run_form(&mut self, id: ObjectId, outer: &Resources<'a>, state: &State<'a>, depth: usize) {
         let Ok(stream) = self.document.get_object(id).and_then(Object::as_stream) else {
-            return Ok(());
+            return;
         };
         if stream.dict.get(b"Subtype").and_then(Object::as_name).ok() != Some(b"Form".as_slice()) {
-            return Ok(());
+            return;
         }
-        let content = form_content(stream, self.max_decompressed)?;
+        let operations = match self.forms.get(&id) {
+            Some(operations) => Rc::clone(operations),
+            None => {
+                let Ok(content) = form_content(stream, self.max_decompressed)
+                    .and_then(|bytes| Content::decode(&bytes))
+                else {
+                    return;
+                };
+                let operations = Rc::new(content.operations);
+                self.forms.insert(id, Rc::clone(&operations));
+                operations
+            }
+        };
         let matrix = stream
             .dict
             .get(b"Matrix")
@@ -386,7 +428,7 @@ impl<'a> Reader<'a> {
         };
         let mut inner = state.clone();
         inner.ctm = matrix.then(state.ctm);
-        self.run(&content, &resources, &mut inner, depth + 1)
+        self.run(&operations, &resources, &mut inner, depth + 1);
     }
 
     /// Shows a string: decides whether it starts a word or a line, appends
@@ -587,12 +629,16 @@ fn cid_widths(document: &Document, dict: &Dictionary) -> Widths {
             let Some(first) = deref_number(document, &array[i]) else {
                 break;
             };
-            let first = first.max(0.0) as u32;
+            let first = first.max(0.0).min(f64::from(u32::MAX)) as u32;
             match array.get(i + 1).map(|o| deref(document, o)) {
                 Some(Object::Array(list)) => {
                     for (offset, w) in list.iter().enumerate() {
+                        let code = first.saturating_add(u32::try_from(offset).unwrap_or(u32::MAX));
+                        if code > MAX_CODE {
+                            break;
+                        }
                         if let Some(w) = deref_number(document, w) {
-                            widths.insert(first.saturating_add(offset as u32), w);
+                            widths.insert(code, w);
                         }
                     }
                     i += 2;
@@ -604,8 +650,9 @@ fn cid_widths(document: &Document, dict: &Dictionary) -> Widths {
                     ) else {
                         break;
                     };
-                    // Bounded: a hostile range cannot fill memory.
-                    let last = (last.max(0.0) as u32).min(first.saturating_add(65_535));
+                    // Codes are two bytes: at most 65,536 entries, however
+                    // many ranges a hostile font lists.
+                    let last = last.max(0.0).min(f64::from(MAX_CODE)) as u32;
                     for code in first..=last {
                         widths.insert(code, w);
                     }
@@ -756,6 +803,35 @@ mod tests {
             page_text(&doc, page, 1 << 20).expect("text"),
             "Before\ninside the form"
         );
+    }
+
+    #[test]
+    fn a_form_that_calls_itself_ends_and_is_read_once() {
+        let (mut doc, page) = page_with(vec![op("Do", vec!["Fm1".into()])]);
+        // No resources of its own: it inherits the page's, itself included,
+        // and calls itself a thousand times.
+        let mut operations = vec![
+            op("BT", vec![]),
+            op("Tf", vec!["F1".into(), 10.into()]),
+            op("Td", vec![72.into(), 680.into()]),
+            op("Tj", vec![text("loop")]),
+            op("ET", vec![]),
+        ];
+        operations.extend((0..1000).map(|_| op("Do", vec!["Fm1".into()])));
+        let form_id = doc.add_object(Stream::new(
+            dictionary! { "Type" => "XObject", "Subtype" => "Form" },
+            Content { operations }.encode().expect("encode"),
+        ));
+        let resources_id = doc
+            .get_dictionary(page)
+            .and_then(|p| p.get(b"Resources"))
+            .and_then(Object::as_reference)
+            .expect("resources");
+        doc.get_object_mut(resources_id)
+            .and_then(Object::as_dict_mut)
+            .expect("dict")
+            .set("XObject", dictionary! { "Fm1" => form_id });
+        assert_eq!(page_text(&doc, page, 1 << 20).expect("text"), "loop");
     }
 
     #[test]

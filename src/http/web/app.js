@@ -153,9 +153,11 @@ async function open(watch) {
   try {
     token = await call(`/jobs/${watch.jobId}/stream-token`, { method: "POST" });
   } catch (err) {
-    show(`Cannot follow the job: ${err.message}`);
+    if (watch === current) show(`Cannot follow the job: ${err.message}`);
     return;
   }
+  // Another job (or sign-out) may have taken over while the token came.
+  if (watch !== current || watch.done) return;
   let url = token.events_url;
   if (watch.lastEventId !== null) url += `&last_event_id=${encodeURIComponent(watch.lastEventId)}`;
   const source = new EventSource(url);
