@@ -31,7 +31,7 @@ use docflow::{
 };
 use object_store::ObjectStoreExt;
 use serde_json::{Value, json};
-use sqlx::{PgPool, postgres::PgPoolOptions};
+use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
 const SECRET: &str = "bench-secret-bench-secret-bench-secret-00";
@@ -44,32 +44,15 @@ fn env_usize(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
+mod support;
+
+use support::ScratchDb;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let admin_url = std::env::var("DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-    let db_name = format!("docflow_bench_queue_{}", std::process::id());
-    let admin = PgPool::connect(&admin_url).await?;
-    // db_name is ours: a fixed prefix and our pid.
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db_name}")))
-        .execute(&admin)
-        .await?;
-    let mut url = url::Url::parse(&admin_url)?;
-    url.set_path(&db_name);
-    let pool = PgPoolOptions::new()
-        .max_connections(40)
-        .connect(url.as_str())
-        .await?;
-    db::migrate(&pool).await?;
-
-    let outcome = run(&pool, url.as_str()).await;
-    pool.close().await;
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "DROP DATABASE IF EXISTS {db_name} WITH (FORCE)"
-    )))
-    .execute(&admin)
-    .await?;
-    outcome
+    let scratch = ScratchDb::create("queue", 40).await?;
+    let outcome = run(&scratch.pool, &scratch.url).await;
+    scratch.drop_after(outcome).await
 }
 
 async fn run(pool: &PgPool, url: &str) -> anyhow::Result<()> {

@@ -37,7 +37,7 @@ use docflow::{
 use fred::interfaces::{ClientLike, EventInterface, PubsubInterface};
 use futures_util::StreamExt;
 use serde_json::{Value, json};
-use sqlx::{PgPool, postgres::PgPoolOptions};
+use sqlx::PgPool;
 use tokio::sync::{Semaphore, mpsc};
 
 const SECRET: &str = "bench-secret-bench-secret-bench-secret-00";
@@ -81,6 +81,10 @@ fn ms(d: Duration) -> String {
     format!("{:.1} ms", d.as_secs_f64() * 1000.0)
 }
 
+mod support;
+
+use support::ScratchDb;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let limit = rlimit::increase_nofile_limit(u64::MAX)?;
@@ -89,23 +93,9 @@ async fn main() -> anyhow::Result<()> {
         .split(',')
         .filter_map(|n| n.trim().parse().ok())
         .collect();
-    let admin_url = std::env::var("DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
     let redis_url =
         std::env::var("BENCH_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
-    let db_name = format!("docflow_bench_sse_{}", std::process::id());
-    let admin = PgPool::connect(&admin_url).await?;
-    // db_name is ours: a fixed prefix and our pid.
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db_name}")))
-        .execute(&admin)
-        .await?;
-    let mut url = url::Url::parse(&admin_url)?;
-    url.set_path(&db_name);
-    let pool = PgPoolOptions::new()
-        .max_connections(10)
-        .connect(url.as_str())
-        .await?;
-    db::migrate(&pool).await?;
+    let scratch = ScratchDb::create("sse", 10).await?;
 
     let image_env = std::env::var("BENCH_API_ENV")
         .unwrap_or_else(|_| "MALLOC_ARENA_MAX=2,MALLOC_TRIM_THRESHOLD_=131072".into());
@@ -115,18 +105,12 @@ async fn main() -> anyhow::Result<()> {
         ("image settings", image_env),
     ] {
         println!("\n== API with {label} {env}");
-        outcome = run(&pool, url.as_str(), &redis_url, &sizes, limit, &env).await;
+        outcome = run(&scratch.pool, &scratch.url, &redis_url, &sizes, limit, &env).await;
         if outcome.is_err() {
             break;
         }
     }
-    pool.close().await;
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "DROP DATABASE IF EXISTS {db_name} WITH (FORCE)"
-    )))
-    .execute(&admin)
-    .await?;
-    outcome
+    scratch.drop_after(outcome).await
 }
 
 async fn run(

@@ -349,8 +349,8 @@ async fn serve_probes(listener: TcpListener, db: PgPool, shutdown: CancellationT
             get(move || {
                 let db = db.clone();
                 async move {
-                    match sqlx::query("SELECT 1").execute(&db).await {
-                        Ok(_) => (axum::http::StatusCode::OK, "ready".to_owned()),
+                    match crate::db::ping(&db).await {
+                        Ok(()) => (axum::http::StatusCode::OK, "ready".to_owned()),
                         Err(err) => (
                             axum::http::StatusCode::SERVICE_UNAVAILABLE,
                             format!("postgres: {err}"),

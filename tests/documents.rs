@@ -4,7 +4,8 @@
 mod common;
 
 use common::{
-    S3Server, TestApp, Tokens, assert_error, files_under, get, jpeg, pdf, png, sha256_hex, upload,
+    S3Server, TestApp, Tokens, assert_error, files_under, get, get_json, jpeg, pdf, png,
+    sha256_hex, upload,
 };
 use reqwest::{StatusCode, multipart};
 use serde_json::Value;
@@ -482,11 +483,7 @@ async fn listing_is_the_owners_newest_first_and_paginated(db: PgPool) {
     }
     upload(&app, &bob, b"bob's".to_vec(), "bob.txt", "text/plain").await;
 
-    let page: Value = get(&app, &alice, "/api/v1/documents?limit=2")
-        .await
-        .json()
-        .await
-        .expect("json");
+    let page: Value = get_json(&app, &alice, "/api/v1/documents?limit=2").await;
     assert_eq!(page["total"], 3);
     assert_eq!(page["limit"], 2);
     let first: Vec<&str> = page["items"]
@@ -497,11 +494,7 @@ async fn listing_is_the_owners_newest_first_and_paginated(db: PgPool) {
         .collect();
     assert_eq!(first, vec![ids[2].as_str(), ids[1].as_str()]);
 
-    let page: Value = get(&app, &alice, "/api/v1/documents?limit=2&offset=2")
-        .await
-        .json()
-        .await
-        .expect("json");
+    let page: Value = get_json(&app, &alice, "/api/v1/documents?limit=2&offset=2").await;
     let rest: Vec<&str> = page["items"]
         .as_array()
         .expect("items")
@@ -510,11 +503,7 @@ async fn listing_is_the_owners_newest_first_and_paginated(db: PgPool) {
         .collect();
     assert_eq!(rest, vec![ids[0].as_str()]);
 
-    let page: Value = get(&app, &bob, "/api/v1/documents")
-        .await
-        .json()
-        .await
-        .expect("json");
+    let page: Value = get_json(&app, &bob, "/api/v1/documents").await;
     assert_eq!(page["total"], 1);
 
     for bad in ["limit=0", "limit=101", "offset=-1", "limit=abc"] {

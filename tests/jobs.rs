@@ -6,7 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{TestApp, Tokens, assert_error, get, jpeg, noise_png, pdf, upload};
+use common::{TestApp, Tokens, assert_error, get, get_json, jpeg, noise_png, pdf, upload};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sqlx::PgPool;
@@ -45,11 +45,7 @@ async fn upload_id(
 async fn wait_terminal(app: &TestApp, tokens: &Tokens, job_id: &str, within: Duration) -> Value {
     let deadline = Instant::now() + within;
     loop {
-        let job: Value = get(app, tokens, &format!("/api/v1/jobs/{job_id}"))
-            .await
-            .json()
-            .await
-            .expect("json");
+        let job: Value = get_json(app, tokens, &format!("/api/v1/jobs/{job_id}")).await;
         if job["status"] == "succeeded" || job["status"] == "failed" {
             return job;
         }
@@ -147,11 +143,8 @@ async fn each_kind_is_processed_end_to_end(db: PgPool) {
     assert_eq!(result["pages_without_text"], json!([]));
     assert_eq!(result["counts"]["words"], 2);
 
-    let latest: Value = get(&app, &tokens, &format!("/api/v1/documents/{pdf_id}/result"))
-        .await
-        .json()
-        .await
-        .expect("json");
+    let latest: Value =
+        get_json(&app, &tokens, &format!("/api/v1/documents/{pdf_id}/result")).await;
     assert_eq!(latest["job_id"], done["id"]);
 
     let text_id = upload_id(
@@ -341,24 +334,12 @@ async fn jobs_are_listed_filtered_and_private(db: PgPool) {
             .expect("json");
         ids.push(job["id"].as_str().expect("id").to_owned());
     }
-    let page: Value = get(&app, &tokens, "/api/v1/jobs?limit=2")
-        .await
-        .json()
-        .await
-        .expect("json");
+    let page: Value = get_json(&app, &tokens, "/api/v1/jobs?limit=2").await;
     assert_eq!(page["total"], 3);
     assert_eq!(page["items"][0]["id"], ids[2].as_str());
-    let queued: Value = get(&app, &tokens, "/api/v1/jobs?status=queued")
-        .await
-        .json()
-        .await
-        .expect("json");
+    let queued: Value = get_json(&app, &tokens, "/api/v1/jobs?status=queued").await;
     assert_eq!(queued["total"], 3);
-    let failed: Value = get(&app, &tokens, "/api/v1/jobs?status=failed")
-        .await
-        .json()
-        .await
-        .expect("json");
+    let failed: Value = get_json(&app, &tokens, "/api/v1/jobs?status=failed").await;
     assert_eq!(failed["total"], 0);
     let bad = get(&app, &tokens, "/api/v1/jobs?status=exploded").await;
     assert_error(bad, StatusCode::BAD_REQUEST, "invalid_query").await;
@@ -370,11 +351,7 @@ async fn jobs_are_listed_filtered_and_private(db: PgPool) {
         "not_found",
     )
     .await;
-    let theirs: Value = get(&app, &mallory, "/api/v1/jobs")
-        .await
-        .json()
-        .await
-        .expect("json");
+    let theirs: Value = get_json(&app, &mallory, "/api/v1/jobs").await;
     assert_eq!(theirs["total"], 0);
     assert_error(
         get(&app, &mallory, &format!("/api/v1/documents/{doc}/result")).await,
@@ -587,25 +564,13 @@ async fn the_dead_letter_queue_is_for_admins(db: PgPool) {
         .expect("request");
     assert_error(forbidden, StatusCode::FORBIDDEN, "forbidden").await;
 
-    let depth: Value = get(&app, &admin, "/api/v1/admin/failed-jobs/depth")
-        .await
-        .json()
-        .await
-        .expect("json");
+    let depth: Value = get_json(&app, &admin, "/api/v1/admin/failed-jobs/depth").await;
     assert_eq!(depth["depth"], 1);
-    let list: Value = get(&app, &admin, "/api/v1/admin/failed-jobs?reason=permanent")
-        .await
-        .json()
-        .await
-        .expect("json");
+    let list: Value = get_json(&app, &admin, "/api/v1/admin/failed-jobs?reason=permanent").await;
     assert_eq!(list["total"], 1);
     assert_eq!(list["items"][0]["job_id"], job_id.as_str());
     assert_eq!(list["items"][0]["reason"], "permanent");
-    let other: Value = get(&app, &admin, "/api/v1/admin/failed-jobs?reason=timeout")
-        .await
-        .json()
-        .await
-        .expect("json");
+    let other: Value = get_json(&app, &admin, "/api/v1/admin/failed-jobs?reason=timeout").await;
     assert_eq!(other["total"], 0);
     let future: Value = get(
         &app,
@@ -655,11 +620,7 @@ async fn the_dead_letter_queue_is_for_admins(db: PgPool) {
             "failed"
         ]
     );
-    let depth: Value = get(&app, &admin, "/api/v1/admin/failed-jobs/depth")
-        .await
-        .json()
-        .await
-        .expect("json");
+    let depth: Value = get_json(&app, &admin, "/api/v1/admin/failed-jobs/depth").await;
     assert_eq!(depth["depth"], 1);
 
     let missing = app

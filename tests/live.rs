@@ -8,8 +8,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{
-    Running, SseEvent, SseReader, TestApp, Tokens, database_url, docflow_command, free_port,
-    upload, wait_until_live,
+    Deployment, Running, SseEvent, SseReader, TestApp, Tokens, free_port, sign_in_at,
+    start_text_job, upload, wait_until_live,
 };
 use docflow::{
     db,
@@ -587,82 +587,18 @@ async fn streams_fall_back_to_polling_while_redis_is_down_and_recover(db: PgPool
 
 #[sqlx::test]
 async fn a_replica_streams_a_job_created_on_another_and_run_by_a_worker_process(db: PgPool) {
-    let storage = tempfile::tempdir().expect("tempdir");
-    let prefix = format!("docflow-test:{}:", uuid::Uuid::new_v4());
-    let database = database_url(&db).await;
+    let deployment = Deployment::new(&db).await;
     let (port_a, port_b) = (free_port(), free_port());
-    let process = |role: &str, port: u16| {
-        let child = docflow_command()
-            .arg(role)
-            .env("JWT_SECRET", common::JWT_SECRET)
-            .env("DATABASE_URL", &database)
-            .env("REDIS_URL", common::redis_url())
-            .env("REDIS_KEY_PREFIX", &prefix)
-            .env("STORAGE_URL", storage.path())
-            .env("TESSERACT_ENABLED", "false")
-            .env("BIND_ADDR", format!("127.0.0.1:{port}"))
-            .env("WORKER_METRICS_ADDR", format!("127.0.0.1:{port}"))
-            .env("RUST_LOG", "warn")
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("spawn docflow");
-        Running(child)
-    };
-    // #[sqlx::test] migrated our schema; `docflow migrate` adds the queue's.
-    let status = docflow_command()
-        .arg("migrate")
-        .env("JWT_SECRET", common::JWT_SECRET)
-        .env("DATABASE_URL", &database)
-        .stdout(std::process::Stdio::null())
-        .status()
-        .expect("migrate");
-    assert!(status.success());
-    let _replica_a = process("api", port_a);
-    let _replica_b = process("api", port_b);
-    wait_until_live(port_a);
-    wait_until_live(port_b);
+    let _replica_a = deployment.start("api", port_a);
+    let _replica_b = deployment.start("api", port_b);
     let (a, b) = (
         format!("http://127.0.0.1:{port_a}"),
         format!("http://127.0.0.1:{port_b}"),
     );
-
     let client = reqwest::Client::new();
-    let credentials = json!({"email": "replicas@example.com", "password": common::PASSWORD});
-    let registered = client
-        .post(format!("{a}/api/v1/auth/register"))
-        .json(&credentials)
-        .send()
-        .await
-        .expect("register");
-    assert_eq!(registered.status(), StatusCode::CREATED);
-    let login: Value = client
-        .post(format!("{b}/api/v1/auth/login"))
-        .json(&credentials)
-        .send()
-        .await
-        .expect("login")
-        .json()
-        .await
-        .expect("json");
-    let tokens = Tokens {
-        access: login["access_token"].as_str().expect("access").to_owned(),
-        refresh: login["refresh_token"].as_str().expect("refresh").to_owned(),
-    };
-    let part = reqwest::multipart::Part::bytes(b"Across replicas.".to_vec())
-        .file_name("replicas.txt")
-        .mime_str("text/plain")
-        .expect("mime");
-    let document: Value = client
-        .post(format!("{a}/api/v1/documents/upload"))
-        .bearer_auth(&tokens.access)
-        .multipart(reqwest::multipart::Form::new().part("file", part))
-        .send()
-        .await
-        .expect("upload")
-        .json()
-        .await
-        .expect("json");
-    let job = create_job(&a, &tokens, document["id"].as_str().expect("id")).await;
+    // Registered on A, signed in on A, job created on A.
+    let tokens = sign_in_at(&client, &a, "replicas@example.com", None).await;
+    let job = start_text_job(&client, &a, &tokens, "Across replicas.").await;
 
     // The client follows on B; the job was created on A; no worker yet.
     let mut stream = SseReader::new(open_stream(&b, &tokens, &job, None).await);
@@ -671,7 +607,7 @@ async fn a_replica_streams_a_job_created_on_another_and_run_by_a_worker_process(
         "queued"
     );
     let started = Instant::now();
-    let _worker = process("worker", free_port());
+    let _worker = deployment.start("worker", free_port());
     let rest = stream.rest(WITHIN).await;
     assert_eq!(
         summary(&rest, &job),

@@ -40,11 +40,7 @@ async fn upload_text(app: &TestApp, tokens: &Tokens) -> String {
 async fn wait_succeeded(app: &TestApp, tokens: &Tokens, job_id: &str) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let job: Value = common::get(app, tokens, &format!("/api/v1/jobs/{job_id}"))
-            .await
-            .json()
-            .await
-            .expect("json");
+        let job: Value = common::get_json(app, tokens, &format!("/api/v1/jobs/{job_id}")).await;
         if job["status"] == "succeeded" {
             return;
         }

@@ -9,7 +9,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{Running, database_url, docflow_command as docflow, free_port, wait_until_live};
+use common::{
+    Deployment, Running, database_url, docflow_command as docflow, free_port, wait_until_live,
+};
 use serde_json::Value;
 use sqlx::PgPool;
 
@@ -148,30 +150,11 @@ async fn all_in_one_logs_json_with_request_ids_and_drains_on_sigterm(db: PgPool)
 
 #[sqlx::test]
 async fn stream_tokens_stay_out_of_logs_and_open_streams_end_on_sigterm(db: PgPool) {
+    let deployment = Deployment::new(&db).await;
     let port = free_port();
-    let storage = tempfile::tempdir().expect("tempdir");
-    let database = database_url(&db).await;
-    // #[sqlx::test] migrated our schema; `docflow migrate` adds the queue's.
-    let migrated = docflow()
-        .arg("migrate")
-        .env("JWT_SECRET", SECRET)
-        .env("DATABASE_URL", &database)
-        .stdout(Stdio::null())
-        .status()
-        .expect("migrate");
-    assert!(migrated.success());
     // An API replica and no worker: the job stays queued, the stream open.
-    let child = docflow()
-        .arg("api")
-        .env("JWT_SECRET", SECRET)
-        .env("DATABASE_URL", &database)
-        .env("REDIS_URL", common::redis_url())
-        .env(
-            "REDIS_KEY_PREFIX",
-            format!("docflow-test:{}:", uuid::Uuid::new_v4()),
-        )
-        .env("BIND_ADDR", format!("127.0.0.1:{port}"))
-        .env("STORAGE_URL", storage.path())
+    let child = deployment
+        .command("api", port)
         .env("RUST_LOG", "debug")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -181,53 +164,11 @@ async fn stream_tokens_stay_out_of_logs_and_open_streams_end_on_sigterm(db: PgPo
     wait_until_live(port);
     let client = reqwest::Client::new();
     let base = format!("http://127.0.0.1:{port}");
-    let credentials = serde_json::json!({"email": "ops@example.com", "password": common::PASSWORD});
-    let registered = client
-        .post(format!("{base}/api/v1/auth/register"))
-        .json(&credentials)
-        .send()
-        .await
-        .expect("register");
-    assert_eq!(registered.status(), 201);
-    let login: Value = client
-        .post(format!("{base}/api/v1/auth/login"))
-        .json(&credentials)
-        .send()
-        .await
-        .expect("login")
-        .json()
-        .await
-        .expect("json");
-    let access = login["access_token"].as_str().expect("access");
-    let part = reqwest::multipart::Part::bytes(b"Queued forever.".to_vec())
-        .file_name("queued.txt")
-        .mime_str("text/plain")
-        .expect("mime");
-    let document: Value = client
-        .post(format!("{base}/api/v1/documents/upload"))
-        .bearer_auth(access)
-        .multipart(reqwest::multipart::Form::new().part("file", part))
-        .send()
-        .await
-        .expect("upload")
-        .json()
-        .await
-        .expect("json");
-    let job: Value = client
-        .post(format!("{base}/api/v1/jobs"))
-        .bearer_auth(access)
-        .json(&serde_json::json!({"document_id": document["id"]}))
-        .send()
-        .await
-        .expect("job")
-        .json()
-        .await
-        .expect("json");
+    let tokens = common::sign_in_at(&client, &base, "ops@example.com", None).await;
+    let access = tokens.access.as_str();
+    let job = common::start_text_job(&client, &base, &tokens, "Queued forever.").await;
     let minted: Value = client
-        .post(format!(
-            "{base}/api/v1/jobs/{}/stream-token",
-            job["id"].as_str().expect("id")
-        ))
+        .post(format!("{base}/api/v1/jobs/{job}/stream-token"))
         .bearer_auth(access)
         .send()
         .await

@@ -14,123 +14,14 @@ use std::{
 };
 
 use common::{
-    JWT_SECRET, PASSWORD, Running, SseReader, Tokens, database_url, docflow_command, free_port,
-    redis_url, wait_until_live,
+    Deployment, Running, SseReader, free_port, sign_in_at, start_text_job, wait_until_live,
 };
 use reqwest::StatusCode;
-use serde_json::{Value, json};
+use serde_json::Value;
 use sqlx::PgPool;
 
 fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// A deployment on loopback: migrated database, shared storage and Redis
-/// prefix, and `docflow` processes started on demand.
-struct Deployment {
-    database: String,
-    storage: tempfile::TempDir,
-    prefix: String,
-}
-
-impl Deployment {
-    async fn new(db: &PgPool) -> Self {
-        let deployment = Self {
-            database: database_url(db).await,
-            storage: tempfile::tempdir().expect("tempdir"),
-            prefix: format!("docflow-test:{}:", uuid::Uuid::new_v4()),
-        };
-        // #[sqlx::test] applied our schema; `docflow migrate` adds the queue's.
-        let status = deployment
-            .command("migrate", free_port())
-            .stdout(Stdio::null())
-            .status()
-            .expect("migrate");
-        assert!(status.success());
-        deployment
-    }
-
-    fn command(&self, role: &str, port: u16) -> Command {
-        let mut command = docflow_command();
-        command
-            .arg(role)
-            .env("JWT_SECRET", JWT_SECRET)
-            .env("DATABASE_URL", &self.database)
-            .env("REDIS_URL", redis_url())
-            .env("REDIS_KEY_PREFIX", &self.prefix)
-            .env("STORAGE_URL", self.storage.path())
-            .env("TESSERACT_ENABLED", "false")
-            .env("BIND_ADDR", format!("127.0.0.1:{port}"))
-            .env("WORKER_METRICS_ADDR", format!("127.0.0.1:{port}"))
-            .env("TRUSTED_PROXIES", "127.0.0.1/32");
-        command
-    }
-
-    /// Starts `role` listening on `port`; its stdout (JSON logs) is piped.
-    fn start(&self, role: &str, port: u16) -> Running {
-        let child = self
-            .command(role, port)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn docflow");
-        wait_until_live(port);
-        Running(child)
-    }
-}
-
-async fn sign_in(client: &reqwest::Client, base: &str, request_id: &str) -> Tokens {
-    let credentials = json!({"email": "stack@example.com", "password": PASSWORD});
-    let registered = client
-        .post(format!("{base}/api/v1/auth/register"))
-        .header("x-request-id", request_id)
-        .json(&credentials)
-        .send()
-        .await
-        .expect("register");
-    assert_eq!(registered.status(), StatusCode::CREATED);
-    assert_eq!(registered.headers()["x-request-id"], request_id);
-    let login: Value = client
-        .post(format!("{base}/api/v1/auth/login"))
-        .json(&credentials)
-        .send()
-        .await
-        .expect("login")
-        .json()
-        .await
-        .expect("json");
-    Tokens {
-        access: login["access_token"].as_str().expect("access").to_owned(),
-        refresh: login["refresh_token"].as_str().expect("refresh").to_owned(),
-    }
-}
-
-/// Uploads a text file and starts a job for it; returns the job id.
-async fn start_job(client: &reqwest::Client, base: &str, tokens: &Tokens, text: &str) -> String {
-    let part = reqwest::multipart::Part::bytes(text.as_bytes().to_vec())
-        .file_name("stack.txt")
-        .mime_str("text/plain")
-        .expect("mime");
-    let uploaded = client
-        .post(format!("{base}/api/v1/documents/upload"))
-        .bearer_auth(&tokens.access)
-        .multipart(reqwest::multipart::Form::new().part("file", part))
-        .send()
-        .await
-        .expect("upload");
-    assert_eq!(uploaded.status(), StatusCode::CREATED);
-    let document: Value = uploaded.json().await.expect("json");
-    let job: Value = client
-        .post(format!("{base}/api/v1/jobs"))
-        .bearer_auth(&tokens.access)
-        .json(&json!({"document_id": document["id"]}))
-        .send()
-        .await
-        .expect("job")
-        .json()
-        .await
-        .expect("json");
-    job["id"].as_str().expect("id").to_owned()
 }
 
 fn read_logs(running: &mut Running) -> String {
@@ -192,12 +83,18 @@ fn start_nginx(upstream_port: u16) -> Nginx {
 async fn nginx_passes_uploads_request_ids_and_unbuffered_event_streams(db: PgPool) {
     let deployment = Deployment::new(&db).await;
     let api_port = free_port();
-    let mut api = deployment.start("api", api_port);
+    let mut api = deployment.start_logged("api", api_port);
     let nginx = start_nginx(api_port);
     let client = reqwest::Client::new();
 
     // The client's X-Request-ID travels through nginx into the API's log.
-    let tokens = sign_in(&client, &nginx.base, "via-nginx-0001").await;
+    let tokens = sign_in_at(
+        &client,
+        &nginx.base,
+        "stack@example.com",
+        Some("via-nginx-0001"),
+    )
+    .await;
     // Without one, nginx makes one, and the API uses it.
     let response = client
         .get(format!("{}/api/v1/auth/me", nginx.base))
@@ -214,7 +111,7 @@ async fn nginx_passes_uploads_request_ids_and_unbuffered_event_streams(db: PgPoo
     assert_eq!(response.headers()["x-content-type-options"], "nosniff");
 
     // An upload and a job through nginx; no worker yet, so it stays queued.
-    let job = start_job(&client, &nginx.base, &tokens, "Through nginx.").await;
+    let job = start_text_job(&client, &nginx.base, &tokens, "Through nginx.").await;
     let stream = client
         .get(format!("{}/api/v1/jobs/{job}/events", nginx.base))
         .bearer_auth(&tokens.access)
@@ -296,8 +193,8 @@ async fn prometheus_scrapes_the_api_and_the_worker(db: PgPool) {
     let _worker = deployment.start("worker", worker_port);
     let client = reqwest::Client::new();
     let base = format!("http://127.0.0.1:{api_port}");
-    let tokens = sign_in(&client, &base, "prometheus-0001").await;
-    let job = start_job(&client, &base, &tokens, "Counted.").await;
+    let tokens = sign_in_at(&client, &base, "stack@example.com", Some("prometheus-0001")).await;
+    let job = start_text_job(&client, &base, &tokens, "Counted.").await;
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let status: Value = client

@@ -9,7 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{TestApp, Tokens, database_url, free_port, get, noise_png, upload};
+use common::{TestApp, Tokens, database_url, free_port, get_json, noise_png, upload};
 use serde_json::{Value, json};
 use sqlx::PgPool;
 
@@ -57,11 +57,7 @@ async fn create_job(app: &TestApp, tokens: &Tokens, document_id: &str) -> String
 }
 
 async fn job(app: &TestApp, tokens: &Tokens, id: &str) -> Value {
-    get(app, tokens, &format!("/api/v1/jobs/{id}"))
-        .await
-        .json()
-        .await
-        .expect("json")
+    get_json(app, tokens, &format!("/api/v1/jobs/{id}")).await
 }
 
 async fn wait_for(

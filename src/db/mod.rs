@@ -30,6 +30,11 @@ pub fn connect_lazy(config: &Config) -> Result<PgPool, sqlx::Error> {
         .connect_lazy_with(options.application_name("docflow")))
 }
 
+/// One round trip, for readiness probes.
+pub async fn ping(pool: &PgPool) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT 1").execute(pool).await.map(drop)
+}
+
 /// Applies our migrations, then apalis-postgres's (kept in its own schema
 /// and its own migrations table, `apalis._sqlx_migrations`).
 pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {

@@ -554,3 +554,144 @@ pub fn wait_until_live(port: u16) {
     }
     panic!("nothing started listening on {port}");
 }
+
+/// A deployment of real `docflow` processes on loopback: a migrated
+/// database, storage and a Redis key prefix they share, and processes
+/// started on demand (killed when their `Running` drops).
+pub struct Deployment {
+    database: String,
+    storage: tempfile::TempDir,
+    prefix: String,
+}
+
+impl Deployment {
+    pub async fn new(db: &PgPool) -> Self {
+        let deployment = Self {
+            database: database_url(db).await,
+            storage: tempfile::tempdir().expect("tempdir"),
+            prefix: format!("docflow-test:{}:", uuid::Uuid::new_v4()),
+        };
+        // #[sqlx::test] applied our schema; `docflow migrate` adds the queue's.
+        let status = deployment
+            .command("migrate", free_port())
+            .stdout(std::process::Stdio::null())
+            .status()
+            .expect("migrate");
+        assert!(status.success());
+        deployment
+    }
+
+    /// `docflow <role>` configured for this deployment, listening on `port`
+    /// (the API's address, or the worker's probes and metrics).
+    pub fn command(&self, role: &str, port: u16) -> std::process::Command {
+        let mut command = docflow_command();
+        command
+            .arg(role)
+            .env("JWT_SECRET", JWT_SECRET)
+            .env("DATABASE_URL", &self.database)
+            .env("REDIS_URL", redis_url())
+            .env("REDIS_KEY_PREFIX", &self.prefix)
+            .env("STORAGE_URL", self.storage.path())
+            .env("TESSERACT_ENABLED", "false")
+            .env("BIND_ADDR", format!("127.0.0.1:{port}"))
+            .env("WORKER_METRICS_ADDR", format!("127.0.0.1:{port}"))
+            .env("TRUSTED_PROXIES", "127.0.0.1/32");
+        command
+    }
+
+    /// Starts `role` on `port` and waits until it listens; its logs are
+    /// discarded.
+    pub fn start(&self, role: &str, port: u16) -> Running {
+        self.spawn(role, port, std::process::Stdio::null())
+    }
+
+    /// As `start`, with its stdout (JSON logs) piped for the test to read
+    /// once it has stopped it: keep such runs short, a full pipe blocks it.
+    pub fn start_logged(&self, role: &str, port: u16) -> Running {
+        self.spawn(role, port, std::process::Stdio::piped())
+    }
+
+    fn spawn(&self, role: &str, port: u16, stdout: std::process::Stdio) -> Running {
+        let child = self
+            .command(role, port)
+            .stdout(stdout)
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn docflow");
+        wait_until_live(port);
+        Running(child)
+    }
+}
+
+/// Registers `email` on the API at `base` and signs in. With `request_id`,
+/// the registration carries it and must echo it.
+pub async fn sign_in_at(
+    client: &reqwest::Client,
+    base: &str,
+    email: &str,
+    request_id: Option<&str>,
+) -> Tokens {
+    let credentials = json!({"email": email, "password": PASSWORD});
+    let mut register = client
+        .post(format!("{base}/api/v1/auth/register"))
+        .json(&credentials);
+    if let Some(id) = request_id {
+        register = register.header("x-request-id", id);
+    }
+    let registered = register.send().await.expect("register");
+    assert_eq!(registered.status(), StatusCode::CREATED);
+    if let Some(id) = request_id {
+        assert_eq!(registered.headers()["x-request-id"], id);
+    }
+    let login: Value = client
+        .post(format!("{base}/api/v1/auth/login"))
+        .json(&credentials)
+        .send()
+        .await
+        .expect("login")
+        .json()
+        .await
+        .expect("json");
+    Tokens {
+        access: login["access_token"].as_str().expect("access").to_owned(),
+        refresh: login["refresh_token"].as_str().expect("refresh").to_owned(),
+    }
+}
+
+/// Uploads `text` as a text file to the API at `base` and starts a job for
+/// it; returns the job id.
+pub async fn start_text_job(
+    client: &reqwest::Client,
+    base: &str,
+    tokens: &Tokens,
+    text: &str,
+) -> String {
+    let part = multipart::Part::bytes(text.as_bytes().to_vec())
+        .file_name("note.txt")
+        .mime_str("text/plain")
+        .expect("mime");
+    let uploaded = client
+        .post(format!("{base}/api/v1/documents/upload"))
+        .bearer_auth(&tokens.access)
+        .multipart(multipart::Form::new().part("file", part))
+        .send()
+        .await
+        .expect("upload");
+    assert_eq!(uploaded.status(), StatusCode::CREATED);
+    let document: Value = uploaded.json().await.expect("json");
+    let created = client
+        .post(format!("{base}/api/v1/jobs"))
+        .bearer_auth(&tokens.access)
+        .json(&json!({"document_id": document["id"]}))
+        .send()
+        .await
+        .expect("job");
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let job: Value = created.json().await.expect("json");
+    job["id"].as_str().expect("id").to_owned()
+}
+
+/// GETs `path` with the caller's token and decodes the JSON body.
+pub async fn get_json(app: &TestApp, tokens: &Tokens, path: &str) -> Value {
+    get(app, tokens, path).await.json().await.expect("json")
+}

@@ -94,7 +94,7 @@ where
 }
 
 async fn ready(State(state): State<AppState>) -> Response {
-    let postgres = run_check(async { sqlx::query("SELECT 1").execute(&state.db).await.map(drop) });
+    let postgres = run_check(crate::db::ping(&state.db));
     let storage = run_check(state.storage.check());
     let redis = async {
         match &state.ephemeral {
