@@ -62,6 +62,10 @@ pub enum SandboxError {
     Crashed(String),
     #[error("the extractor took longer than {0:?}")]
     TimedOut(Duration),
+    /// The child hit its CPU-time rlimit (SIGXCPU): an overrun like
+    /// `TimedOut`, not a crash.
+    #[error("the extractor used more than {0} s of CPU time")]
+    CpuTimeExceeded(u64),
     /// We could not start the child at all: this machine's fault, retryable.
     #[error("cannot start the extractor: {0}")]
     Spawn(std::io::Error),
@@ -162,6 +166,11 @@ pub async fn extract_in_child(
     {
         return Err(error.into());
     }
+    if std::os::unix::process::ExitStatusExt::signal(&status)
+        == Some(nix::sys::signal::Signal::SIGXCPU as i32)
+    {
+        return Err(SandboxError::CpuTimeExceeded(limits.cpu_seconds));
+    }
     {
         {
             let stderr_tail = String::from_utf8_lossy(&err);
@@ -244,4 +253,39 @@ pub fn run_child(
         }
     }
     code
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_child_stopped_by_its_cpu_limit_is_an_overrun_not_a_crash() {
+        // The real `docflow extract` sets RLIMIT_CPU on itself (soft limit,
+        // hard limit 5 s above); this child does the same and then spins, as
+        // a hostile file would make it.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let program = dir.path().join("spin");
+        std::fs::write(
+            &program,
+            "#!/bin/bash\nulimit -H -t 6\nulimit -S -t 1\nwhile :; do :; done\n",
+        )
+        .expect("write");
+        std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        let input = dir.path().join("input.txt");
+        std::fs::write(&input, "x").expect("write");
+        let limits = SandboxLimits {
+            program: Some(program),
+            cpu_seconds: 1,
+            wall_clock: Duration::from_secs(30),
+            ..SandboxLimits::default()
+        };
+        let outcome = extract_in_child(&input, ContentKind::Text, &limits).await;
+        assert!(
+            matches!(outcome, Err(SandboxError::CpuTimeExceeded(1))),
+            "{outcome:?}"
+        );
+    }
 }

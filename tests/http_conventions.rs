@@ -140,6 +140,37 @@ async fn every_error_path_uses_the_envelope(db: PgPool) {
 }
 
 #[sqlx::test]
+async fn an_unreachable_database_is_503_not_500(db: PgPool) {
+    let app = TestApp::spawn(db).await;
+    let tokens = app.signed_in("outage@example.com").await;
+    // The pool the API uses, closed: every query now fails to connect, as
+    // with Postgres down or every connection taken.
+    app.db.close().await;
+    for path in ["/api/v1/jobs", "/api/v1/documents", "/api/v1/auth/me"] {
+        let response = app
+            .client
+            .get(app.url(path))
+            .bearer_auth(&tokens.access)
+            .send()
+            .await
+            .expect("request");
+        assert_error(
+            response,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "dependency_unavailable",
+        )
+        .await;
+    }
+    let login = app.login("outage@example.com", common::PASSWORD).await;
+    assert_error(
+        login,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "dependency_unavailable",
+    )
+    .await;
+}
+
+#[sqlx::test]
 async fn readiness_reports_each_dependency(db: PgPool) {
     let app = TestApp::spawn(db).await;
     let response = app

@@ -634,6 +634,24 @@ async fn the_dead_letter_queue_is_for_admins(db: PgPool) {
         .await
         .expect("request");
     assert_error(missing, StatusCode::NOT_FOUND, "not_found").await;
+
+    // A date RFC 3339 allows but Postgres cannot store, and one that is not
+    // RFC 3339 at all: both the client's mistake.
+    for (since, status, code) in [
+        (
+            "-5000-01-01T00:00:00Z",
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_error",
+        ),
+        (
+            "%2B300000-01-01T00:00:00Z",
+            StatusCode::BAD_REQUEST,
+            "invalid_query",
+        ),
+    ] {
+        let path = format!("/api/v1/admin/failed-jobs?since={since}");
+        assert_error(get(&app, &admin, &path).await, status, code).await;
+    }
 }
 
 #[sqlx::test]

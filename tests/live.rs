@@ -203,6 +203,14 @@ async fn resuming_with_last_event_id_sends_exactly_the_missing_events(db: PgPool
 
     let response = open_stream(&app.base, &tokens, &job, Some("yesterday")).await;
     common::assert_error(response, StatusCode::BAD_REQUEST, "invalid_last_event_id").await;
+    let response = app
+        .client
+        .get(app.url(&format!("/api/v1/jobs/{job}/events?last_event_id=-1")))
+        .bearer_auth(&tokens.access)
+        .send()
+        .await
+        .expect("request");
+    common::assert_error(response, StatusCode::BAD_REQUEST, "invalid_last_event_id").await;
 }
 
 /// Appends an event the way the worker does (row lock, then event) and

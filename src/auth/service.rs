@@ -38,7 +38,12 @@ pub enum AuthError {
 
 impl From<sqlx::Error> for AuthError {
     fn from(err: sqlx::Error) -> Self {
-        Self::Internal(err.into())
+        if db::is_unavailable(&err) {
+            tracing::warn!(error = %err, "database unavailable");
+            Self::Unavailable("the database")
+        } else {
+            Self::Internal(err.into())
+        }
     }
 }
 

@@ -30,6 +30,20 @@ pub fn connect_lazy(config: &Config) -> Result<PgPool, sqlx::Error> {
         .connect_lazy_with(options.application_name("docflow")))
 }
 
+/// Whether an error says Postgres could not be reached (down, restarting,
+/// the pool exhausted) rather than that a statement failed: callers answer
+/// 503, try again later, instead of 500.
+pub fn is_unavailable(err: &sqlx::Error) -> bool {
+    matches!(
+        err,
+        sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::WorkerCrashed
+    )
+}
+
 /// One round trip, for readiness probes.
 pub async fn ping(pool: &PgPool) -> Result<(), sqlx::Error> {
     sqlx::query("SELECT 1").execute(pool).await.map(drop)

@@ -100,6 +100,20 @@ impl ApiError {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, code, message)
     }
 
+    /// A database error: 503 when Postgres cannot be reached (the client
+    /// may retry), else our bug, 500.
+    pub fn database(err: sqlx::Error) -> Self {
+        if crate::db::is_unavailable(&err) {
+            tracing::warn!(error = %err, "database unavailable");
+            Self::unavailable(
+                "dependency_unavailable",
+                "The database is temporarily unavailable; try again shortly.",
+            )
+        } else {
+            Self::internal(err)
+        }
+    }
+
     pub fn internal(cause: impl Into<anyhow::Error>) -> Self {
         Self {
             cause: Some(cause.into()),

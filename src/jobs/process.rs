@@ -312,7 +312,7 @@ impl Processor {
             Err(SandboxError::Extract(ExtractError::Transient(error))) => {
                 Err(Failure::Transient(error))
             }
-            Err(err @ SandboxError::TimedOut(_)) => {
+            Err(err @ (SandboxError::TimedOut(_) | SandboxError::CpuTimeExceeded(_))) => {
                 Err(Failure::Terminal(FailureReason::Timeout, err.to_string()))
             }
             Err(err @ SandboxError::Crashed(_)) => {

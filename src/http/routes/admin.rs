@@ -14,7 +14,7 @@ use axum::{
     extract::{FromRequestParts, State},
     http::{StatusCode, request::Parts},
 };
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Datelike, Utc};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -140,6 +140,15 @@ async fn list_failed_jobs(
         offset: params.offset,
     }
     .resolve()?;
+    // chrono reads years of any length; Postgres stores 4713 BC to 294276 AD.
+    if params
+        .since
+        .is_some_and(|since| !(1..=9999).contains(&since.year()))
+    {
+        return Err(ApiError::unprocessable(
+            "since must be a date between the years 1 and 9999",
+        ));
+    }
     let (items, total) = state
         .jobs
         .dead_letters(params.reason, params.since, limit, offset)

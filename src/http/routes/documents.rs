@@ -107,7 +107,7 @@ impl From<DocumentError> for ApiError {
                 "document_busy",
                 "A job is processing this document; delete it once the job has finished.",
             ),
-            DocumentError::Database(err) => ApiError::internal(err),
+            DocumentError::Database(err) => ApiError::database(err),
         }
     }
 }

@@ -59,6 +59,7 @@ pub struct EventsParams {
     pub token: Option<String>,
     /// Resume after this event; the `Last-Event-ID` header, which browsers
     /// send on reconnect, takes precedence.
+    #[schemars(range(min = 0))]
     pub last_event_id: Option<i32>,
 }
 
@@ -71,6 +72,9 @@ async fn job_events(
     let job_id = JobId(path.id);
     let owner = stream_caller(&state, &headers, params.token.as_deref(), job_id).await?;
     state.jobs.get(owner, job_id).await?;
+    if params.last_event_id.is_some_and(|seq| seq < 0) {
+        return Err(invalid_last_event_id());
+    }
     let start = match last_event_id(&headers)?.or(params.last_event_id) {
         Some(seq) => Start::After(seq),
         None => Start::Snapshot,
@@ -83,7 +87,7 @@ async fn job_events(
     let subscription = state.hub.subscribe(job_id);
     let events = stream::follow(subscription, state.db.clone(), start, limits)
         .await
-        .map_err(ApiError::internal)?;
+        .map_err(ApiError::database)?;
     Ok(EventStream::new(events, state.config.sse_keepalive))
 }
 
@@ -124,12 +128,14 @@ fn last_event_id(headers: &HeaderMap) -> Result<Option<i32>, ApiError> {
         .ok()
         .filter(|seq| *seq >= 0)
         .map(Some)
-        .ok_or_else(|| {
-            ApiError::bad_request(
-                "invalid_last_event_id",
-                "Last-Event-ID must be an event id this API sent.",
-            )
-        })
+        .ok_or_else(invalid_last_event_id)
+}
+
+fn invalid_last_event_id() -> ApiError {
+    ApiError::bad_request(
+        "invalid_last_event_id",
+        "Last-Event-ID must be an event id this API sent.",
+    )
 }
 
 fn events_docs(op: TransformOperation) -> TransformOperation {

@@ -57,7 +57,7 @@ impl From<JobError> for ApiError {
                 format!("Only failed jobs can be requeued; this one is {status}."),
             ),
             JobError::Queue(err) => ApiError::internal(err),
-            JobError::Database(err) => ApiError::internal(err),
+            JobError::Database(err) => ApiError::database(err),
         }
     }
 }
