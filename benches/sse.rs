@@ -361,12 +361,30 @@ async fn measure(
     tokio::time::sleep(Duration::from_secs(1)).await;
     let rss_open = api.rss_mib();
 
-    // Play the worker: commit `processing` per job, then publish it.
+    // Play the worker: claim the jobs one by one (each claim commits its
+    // `processing` event), publishing each.
+    let index_of: HashMap<JobId, usize> = jobs.iter().enumerate().map(|(i, j)| (*j, i)).collect();
+    let worker = uuid::Uuid::now_v7();
+    let mut runs = Vec::with_capacity(jobs_count);
     let mut committed_at: HashMap<usize, Instant> = HashMap::with_capacity(jobs_count);
-    for (index, job) in jobs.iter().enumerate() {
-        let event = commit(pool, *job, JobEventKind::Processing).await?;
-        committed_at.insert(index, Instant::now());
-        publisher.publish([event]).await;
+    for index in 0..jobs_count {
+        let limits = db::jobs::queue::ClaimLimits {
+            jobs: 1,
+            per_owner_running: i32::MAX,
+        };
+        let claimed = db::jobs::queue::claim_next(pool, worker, limits)
+            .await?
+            .pop()
+            .ok_or_else(|| anyhow::anyhow!("nothing left to claim"))?;
+        let start = db::jobs::queue::Started {
+            job: claimed.id,
+            run: claimed.run_id,
+            at: chrono::Utc::now(),
+        };
+        let events = db::jobs::queue::apply(pool, &[], &[start]).await?;
+        committed_at.insert(index_of[&claimed.id], Instant::now());
+        runs.push((claimed.id, claimed.run_id));
+        publisher.publish(events).await;
         // Paced like a busy worker pool, not a single burst.
         if index % 50 == 49 {
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -386,9 +404,22 @@ async fn measure(
     delays.sort();
 
     // End the streams: the terminal event closes each one.
-    for job in &jobs {
-        let event = commit(pool, *job, JobEventKind::Succeeded).await?;
-        publisher.publish([event]).await;
+    for (job, run) in runs {
+        let success = db::jobs::queue::Move {
+            job,
+            run,
+            status: docflow::domain::JobStatus::Succeeded,
+            event: Some(JobEventKind::Succeeded),
+            delay_secs: 0.0,
+            attempt_delta: 0,
+            error: None,
+            dead_letter: None,
+            result: Some(r#"{"kind":"text","text":"","encoding":"UTF-8","counts":{"characters":0,"words":0,"lines":0}}"#.into()),
+            started_at: Some(chrono::Utc::now()),
+            start_recorded: true,
+        };
+        let events = db::jobs::queue::apply(pool, &[success], &[]).await?;
+        publisher.publish(events).await;
     }
     for task in tasks {
         let _ = tokio::time::timeout(Duration::from_secs(60), task).await;
@@ -412,17 +443,4 @@ async fn measure(
         p99.as_secs_f64() / baseline.1.as_secs_f64().max(1e-9),
     );
     Ok(())
-}
-
-/// Appends an event as the worker does: under the job's row lock, committed.
-async fn commit(
-    pool: &PgPool,
-    job: JobId,
-    kind: JobEventKind,
-) -> anyhow::Result<db::job_events::JobEvent> {
-    let mut tx = pool.begin().await?;
-    db::jobs::lock(&mut tx, job).await?;
-    let event = db::job_events::append(&mut tx, job, kind, 1, None).await?;
-    tx.commit().await?;
-    Ok(event)
 }

@@ -18,7 +18,7 @@ use crate::{
     jobs::JobService,
     live::{self, Hub, Publisher},
     storage::Storage,
-    worker_process::{self, WorkerSetup},
+    worker::{self, WorkerSetup},
 };
 
 /// Whether this process is one of several replicas (`api`, `worker`) or the
@@ -146,7 +146,7 @@ pub async fn run_api(config: Config) -> anyhow::Result<()> {
 }
 
 pub async fn run_worker(config: Config) -> anyhow::Result<()> {
-    worker_process::check_tesseract(config.tesseract_enabled)?;
+    worker::check_tesseract(config.tesseract_enabled, "eng")?;
     let db = db::connect_lazy(&config).context("DATABASE_URL: invalid")?;
     let storage = Storage::open(&config.storage)?;
     let mut setup = WorkerSetup::from_config(&config, db, storage);
@@ -168,7 +168,7 @@ pub async fn run_worker(config: Config) -> anyhow::Result<()> {
     };
     let shutdown = CancellationToken::new();
     tokio::spawn(shutdown_on_signal(shutdown.clone()));
-    worker_process::run(setup, shutdown).await
+    worker::run(setup, shutdown).await
 }
 
 /// The whole system in one process: migrations, API and worker, with the
@@ -178,11 +178,11 @@ pub async fn run_all_in_one(config: Config) -> anyhow::Result<()> {
     db::migrate(&state.db).await.context("running migrations")?;
     let shutdown = CancellationToken::new();
     tokio::spawn(shutdown_on_signal(shutdown.clone()));
-    worker_process::check_tesseract(state.config.tesseract_enabled)?;
+    worker::check_tesseract(state.config.tesseract_enabled, "eng")?;
     let mut setup =
         WorkerSetup::from_config(&state.config, state.db.clone(), state.storage.clone());
     setup.publisher = state.publisher.clone();
-    let worker = worker_process::run(setup, shutdown.clone());
+    let worker = worker::run(setup, shutdown.clone());
     let api = serve_api(state, shutdown.clone());
     let (api, worker) = tokio::join!(
         async {

@@ -8,7 +8,7 @@ use std::{
     collections::HashMap, fmt, net::SocketAddr, path::PathBuf, str::FromStr, time::Duration,
 };
 
-use docflow_worker::ContentKind;
+use docflow_extract::ContentKind;
 use ipnet::IpNet;
 use url::Url;
 
@@ -100,16 +100,27 @@ pub struct Config {
     pub public_base_url: Option<Url>,
     /// Jobs one worker process runs at once.
     pub worker_concurrency: usize,
-    /// Queue entries claimed per round trip.
-    pub worker_claim_batch: usize,
+    /// Jobs a worker claims beyond those it runs, to have the next at hand.
+    pub worker_prefetch: usize,
+    /// A worker whose lease is not renewed for this long is gone; its runs
+    /// are rescued.
+    pub worker_lease_ttl: Duration,
+    /// Jobs of one user running at once, across all workers.
+    pub max_running_per_user: u32,
+    /// Extractor processes per worker (documents extracted at once).
+    pub extractor_processes: usize,
+    /// Documents one extractor process serves before it is replaced.
+    pub extractor_max_documents: u32,
+    /// Address-space limit of one extractor process.
+    pub extractor_memory_bytes: u64,
+    /// CPU seconds one document may use in its extractor.
+    pub extract_cpu_secs: u64,
     /// How long an Idempotency-Key keeps naming its job.
     pub idempotency_ttl: Duration,
     /// Wall-clock limit of one extraction (the child is killed past it).
     pub extract_timeout: Duration,
     /// Limit of one OCR run; past it the attempt fails as transient.
     pub ocr_timeout: Duration,
-    /// How long finished queue entries are kept before pruning.
-    pub queue_retention: Duration,
     /// Live status streams: the longest one stream stays open (the browser
     /// then reconnects with Last-Event-ID) and the keepalive interval.
     pub sse_max_stream: Duration,
@@ -259,25 +270,52 @@ impl Config {
             }
             Ok(Duration::from_secs(secs))
         };
-        let default_concurrency = std::thread::available_parallelism().map_or(2, usize::from);
-        let worker_concurrency: usize = env.parsed_or("WORKER_CONCURRENCY", default_concurrency)?;
-        if !(1..=256).contains(&worker_concurrency) {
+        let cpus = std::thread::available_parallelism().map_or(2, usize::from);
+        let worker_concurrency: usize = env.parsed_or("WORKER_CONCURRENCY", 64)?;
+        if !(1..=1024).contains(&worker_concurrency) {
             return Err(ConfigError::new(
                 "WORKER_CONCURRENCY",
+                "must be between 1 and 1024",
+            ));
+        }
+        let worker_prefetch: usize = env.parsed_or("WORKER_PREFETCH", 16)?;
+        if worker_prefetch > 1024 {
+            return Err(ConfigError::new("WORKER_PREFETCH", "must be at most 1024"));
+        }
+        let worker_lease_ttl = positive_secs("WORKER_LEASE_TTL_SECS", 6)?;
+        let max_running_per_user: u32 = env.parsed_or("MAX_RUNNING_PER_USER", 256)?;
+        if max_running_per_user == 0 {
+            return Err(ConfigError::new("MAX_RUNNING_PER_USER", "must be positive"));
+        }
+        let extractor_processes: usize = env.parsed_or("EXTRACTOR_PROCESSES", cpus)?;
+        if !(1..=256).contains(&extractor_processes) {
+            return Err(ConfigError::new(
+                "EXTRACTOR_PROCESSES",
                 "must be between 1 and 256",
             ));
         }
-        let worker_claim_batch: usize = env.parsed_or("WORKER_CLAIM_BATCH", 10)?;
-        if !(1..=1000).contains(&worker_claim_batch) {
+        let extractor_max_documents: u32 = env.parsed_or("EXTRACTOR_MAX_DOCUMENTS", 500)?;
+        if extractor_max_documents == 0 {
             return Err(ConfigError::new(
-                "WORKER_CLAIM_BATCH",
-                "must be between 1 and 1000",
+                "EXTRACTOR_MAX_DOCUMENTS",
+                "must be positive",
             ));
+        }
+        let extractor_memory_bytes: u64 =
+            env.parsed_or("EXTRACTOR_MEMORY_BYTES", 2 * 1024 * 1024 * 1024)?;
+        if extractor_memory_bytes < 64 * 1024 * 1024 {
+            return Err(ConfigError::new(
+                "EXTRACTOR_MEMORY_BYTES",
+                "must be at least 67108864 (64 MiB)",
+            ));
+        }
+        let extract_cpu_secs: u64 = env.parsed_or("EXTRACT_CPU_SECS", 120)?;
+        if extract_cpu_secs == 0 {
+            return Err(ConfigError::new("EXTRACT_CPU_SECS", "must be positive"));
         }
         let idempotency_ttl = positive_secs("IDEMPOTENCY_TTL_SECS", 24 * 3600)?;
         let extract_timeout = positive_secs("EXTRACT_TIMEOUT_SECS", 180)?;
         let ocr_timeout = positive_secs("OCR_TIMEOUT_SECS", 60)?;
-        let queue_retention = positive_secs("QUEUE_RETENTION_SECS", 24 * 3600)?;
         let sse_max_stream = positive_secs("SSE_MAX_STREAM_SECS", 60)?;
         let sse_keepalive = positive_secs("SSE_KEEPALIVE_SECS", 15)?;
         let stream_token_ttl = positive_secs("STREAM_TOKEN_TTL_SECS", 60)?;
@@ -298,10 +336,9 @@ impl Config {
 
         Ok(Self {
             bind_addr: env.parsed_or("BIND_ADDR", SocketAddr::from(([127, 0, 0, 1], 8000)))?,
-            database_url: Secret::new(
-                env.optional("DATABASE_URL")
-                    .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/docflow".to_owned()),
-            ),
+            database_url: Secret::new(env.optional("DATABASE_URL").unwrap_or_else(|| {
+                "postgres://postgres@127.0.0.1:5432/docflow?sslmode=disable".to_owned()
+            })),
             database_max_connections: env.parsed_or("DATABASE_MAX_CONNECTIONS", 20)?,
             redis_url: env.optional("REDIS_URL").map(Secret::new),
             redis_key_prefix: env
@@ -342,11 +379,16 @@ impl Config {
                 })
                 .transpose()?,
             worker_concurrency,
-            worker_claim_batch,
+            worker_prefetch,
+            worker_lease_ttl,
+            max_running_per_user,
+            extractor_processes,
+            extractor_max_documents,
+            extractor_memory_bytes,
+            extract_cpu_secs,
             idempotency_ttl,
             extract_timeout,
             ocr_timeout,
-            queue_retention,
             sse_max_stream,
             sse_keepalive,
             stream_token_ttl,

@@ -29,9 +29,11 @@ enum Command {
     /// Apply database migrations and exit.
     Migrate,
     /// Extract metadata and text from one file and print the result as JSON
-    /// (what the worker runs, sandboxed, for every job).
+    /// (what the worker's sandboxed extractor processes do for every job).
     Extract {
-        path: std::path::PathBuf,
+        /// The file (not with --serve).
+        #[arg(required_unless_present = "serve")]
+        path: Option<std::path::PathBuf>,
         /// The file's type; detected from its content when omitted.
         #[arg(long)]
         content_type: Option<String>,
@@ -46,6 +48,13 @@ enum Command {
         /// CPU-time limit the process sets on itself before reading.
         #[arg(long, default_value_t = 120)]
         cpu_seconds: u64,
+        /// Serve requests from a worker over stdin/stdout (the worker's
+        /// extractor pool starts processes this way).
+        #[arg(long, hide = true)]
+        serve: bool,
+        /// With --serve: the worker's pid; the process ends when it dies.
+        #[arg(long, hide = true, requires = "serve")]
+        parent_pid: Option<u32>,
     },
     /// Manage accounts.
     User {
@@ -82,8 +91,19 @@ fn main() -> ExitCode {
         ocr_timeout_secs,
         address_space_bytes,
         cpu_seconds,
+        serve,
+        parent_pid,
     } = &cli.command
     {
+        if *serve {
+            let parent = parent_pid.unwrap_or_else(std::os::unix::process::parent_id);
+            let code = docflow_extract::serve::serve(parent, *address_space_bytes);
+            return ExitCode::from(u8::try_from(code).unwrap_or(1));
+        }
+        let Some(path) = path else {
+            eprintln!("extract: a FILE is required");
+            return ExitCode::from(2);
+        };
         return extract(
             path,
             content_type.as_deref(),
@@ -150,15 +170,15 @@ fn extract(
     cpu_seconds: u64,
 ) -> ExitCode {
     let kind = match content_type {
-        Some(declared) => declared.parse::<docflow_worker::ContentKind>(),
+        Some(declared) => declared.parse::<docflow_extract::ContentKind>(),
         None => std::fs::read(path)
-            .map_err(|e| docflow_worker::UnsupportedContentType(e.to_string()))
+            .map_err(|e| docflow_extract::UnsupportedContentType(e.to_string()))
             .and_then(|bytes| {
                 docflow::documents::identify(
                     &bytes[..bytes.len().min(docflow::documents::SNIFF_LEN)],
                     None,
                 )
-                .map_err(|e| docflow_worker::UnsupportedContentType(e.0))
+                .map_err(|e| docflow_extract::UnsupportedContentType(e.0))
             }),
     };
     let kind = match kind {
@@ -168,15 +188,15 @@ fn extract(
             return ExitCode::from(2);
         }
     };
-    let limits = docflow_worker::Limits {
-        ocr: ocr.then(|| docflow_worker::OcrOptions {
+    let limits = docflow_extract::Limits {
+        ocr: ocr.then(|| docflow_extract::OcrOptions {
             language: "eng".to_owned(),
             timeout: std::time::Duration::from_secs(ocr_timeout_secs),
         }),
-        ..docflow_worker::Limits::default()
+        ..docflow_extract::Limits::default()
     };
     let code =
-        docflow::extraction::run_child(path, kind, address_space_bytes, cpu_seconds, &limits);
+        docflow_extract::serve::extract_once(path, kind, address_space_bytes, cpu_seconds, &limits);
     ExitCode::from(u8::try_from(code).unwrap_or(1))
 }
 

@@ -24,6 +24,10 @@ pub const JOBS_ORPHANS_RESCUED_TOTAL: &str = "jobs_orphans_rescued_total";
 pub const JOBS_QUEUE_DEPTH: &str = "jobs_queue_depth";
 pub const JOBS_OLDEST_QUEUED_AGE_SECONDS: &str = "jobs_oldest_queued_age_seconds";
 pub const JOBS_DEAD_LETTER_DEPTH: &str = "jobs_dead_letter_depth";
+pub const JOBS_CANCELLED_TOTAL: &str = "jobs_cancelled_total";
+pub const JOBS_RETURNED_TOTAL: &str = "jobs_returned_total";
+pub const QUEUE_WORKERS_LIVE: &str = "queue_workers_live";
+pub const QUEUE_LEADER: &str = "queue_leader";
 
 /// Request latencies: 5 ms to 30 s (uploads and SSE heads included).
 const HTTP_BUCKETS: &[f64] = &[
@@ -108,6 +112,19 @@ fn describe() {
         "How long the longest-waiting queued job has waited"
     );
     describe_gauge!(JOBS_DEAD_LETTER_DEPTH, "Jobs in the dead-letter queue");
+    describe_counter!(JOBS_CANCELLED_TOTAL, "Jobs cancelled by their owner");
+    describe_counter!(
+        JOBS_RETURNED_TOTAL,
+        "Claimed jobs handed back unstarted (shutdown, or a worker that died before running them); no attempt counted"
+    );
+    describe_gauge!(
+        QUEUE_WORKERS_LIVE,
+        "Worker processes holding a live lease (set by the leader)"
+    );
+    describe_gauge!(
+        QUEUE_LEADER,
+        "1 on the worker process that runs queue maintenance, else 0"
+    );
 }
 
 /// Methods are labels as themselves only when HTTP defines them: any other
@@ -184,6 +201,24 @@ pub fn orphan_rescued() {
     metrics::counter!(JOBS_ORPHANS_RESCUED_TOTAL).increment(1);
 }
 
+pub fn job_cancelled() {
+    metrics::counter!(JOBS_CANCELLED_TOTAL).increment(1);
+}
+
+pub fn job_returned() {
+    metrics::counter!(JOBS_RETURNED_TOTAL).increment(1);
+}
+
+/// What the leader saw of the queue's workers.
+pub fn set_queue_workers(live: i64) {
+    #[allow(clippy::cast_precision_loss, reason = "counts far below 2^52")]
+    metrics::gauge!(QUEUE_WORKERS_LIVE).set(live as f64);
+}
+
+pub fn set_leader(leader: bool) {
+    metrics::gauge!(QUEUE_LEADER).set(if leader { 1.0 } else { 0.0 });
+}
+
 /// The queue as one cheap query saw it (see `db::jobs::queue_stats`).
 pub fn set_queue(queued: i64, processing: i64, oldest_queued_age: f64, dead_letters: i64) {
     #[allow(clippy::cast_precision_loss, reason = "counts far below 2^52")]
@@ -199,21 +234,19 @@ pub fn set_queue(queued: i64, processing: i64, oldest_queued_age: f64, dead_lett
 /// alerts see 0 rather than "no data" before the first event.
 pub fn register_worker_series() {
     metrics::counter!(JOBS_SUCCEEDED_TOTAL).increment(0);
-    for reason in [
-        FailureReason::Permanent,
-        FailureReason::TransientExhausted,
-        FailureReason::Timeout,
-        FailureReason::Unhandled,
-    ] {
+    for reason in FailureReason::ALL {
         metrics::counter!(JOBS_FAILED_TOTAL, "reason" => reason.as_str()).increment(0);
     }
     metrics::counter!(JOBS_RETRIES_SCHEDULED_TOTAL).increment(0);
     metrics::counter!(JOBS_ORPHANS_RESCUED_TOTAL).increment(0);
+    metrics::counter!(JOBS_RETURNED_TOTAL).increment(0);
+    metrics::gauge!(QUEUE_LEADER).set(0.0);
 }
 
 pub fn register_api_series() {
     for result in ["created", "idempotent_replay"] {
         metrics::counter!(JOBS_CREATED_TOTAL, "result" => result).increment(0);
     }
+    metrics::counter!(JOBS_CANCELLED_TOTAL).increment(0);
     metrics::gauge!(SSE_STREAMS_ACTIVE).increment(0.0);
 }

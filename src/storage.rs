@@ -29,6 +29,9 @@ pub struct Storage {
     backend: &'static str,
     /// Set for S3, which can presign URLs; the local store cannot.
     signer: Option<Arc<AmazonS3>>,
+    /// Set for the local store, whose objects are files a worker's
+    /// extractor can read in place.
+    local: Option<Arc<LocalFileSystem>>,
 }
 
 impl std::fmt::Debug for Storage {
@@ -46,14 +49,17 @@ impl Storage {
                 std::fs::create_dir_all(root).map_err(|e| {
                     anyhow::anyhow!("STORAGE_URL: cannot create {}: {e}", root.display())
                 })?;
-                let store = LocalFileSystem::new_with_prefix(root)?.with_automatic_cleanup(true);
+                let store =
+                    Arc::new(LocalFileSystem::new_with_prefix(root)?.with_automatic_cleanup(true));
                 Ok(Self {
-                    store: Arc::new(store),
+                    store: store.clone(),
                     backend: "local",
                     signer: None,
+                    local: Some(store),
                 })
             }
             StorageConfig::S3(s3) => {
+                crate::install_crypto_provider();
                 let mut builder = AmazonS3Builder::new()
                     .with_bucket_name(&s3.bucket)
                     .with_region(&s3.region);
@@ -76,6 +82,7 @@ impl Storage {
                     store: s3.clone(),
                     backend: "s3",
                     signer: Some(s3),
+                    local: None,
                 })
             }
         }
@@ -113,6 +120,13 @@ impl Storage {
         } else {
             writer
         }
+    }
+
+    /// The file that holds `key`, on the local store (S3: `None`).
+    pub fn local_file(&self, key: &str) -> Option<std::path::PathBuf> {
+        self.local
+            .as_ref()
+            .and_then(|local| local.path_to_filesystem(&Path::from(key)).ok())
     }
 
     pub async fn get(&self, key: &str) -> Result<GetResult, object_store::Error> {

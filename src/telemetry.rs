@@ -45,6 +45,7 @@ impl Drop for TelemetryGuard {
 /// ids either way, so logs and stored `traceparent`s always have them.
 /// Must run outside the async runtime (the exporter's HTTP client blocks).
 pub fn init(otlp: Option<&url::Url>, service_name: &str) -> TelemetryGuard {
+    crate::install_crypto_provider();
     let mut provider = SdkTracerProvider::builder().with_resource(
         Resource::builder()
             .with_service_name(service_name.to_owned())

@@ -14,8 +14,9 @@ pub struct ScratchDb {
 
 impl ScratchDb {
     pub async fn create(name: &str, max_connections: u32) -> anyhow::Result<Self> {
-        let admin_url = std::env::var("DATABASE_URL")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+        let admin_url = std::env::var("DATABASE_URL").unwrap_or_else(|_| {
+            "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable".into()
+        });
         let name = format!("docflow_bench_{name}_{}", std::process::id());
         let admin = PgPool::connect(&admin_url).await?;
         // The name is ours: a fixed prefix, a literal and our pid.

@@ -4,6 +4,7 @@
 use chrono::{DateTime, Utc};
 use sqlx::PgExecutor;
 
+use super::Cursor;
 use crate::domain::{DocumentId, UserId};
 
 #[derive(Debug, Clone)]
@@ -85,31 +86,45 @@ pub async fn find(
 
 /// One page of an owner's documents, newest first, and the owner's total.
 pub async fn list_owned(
-    db: impl PgExecutor<'_> + Copy,
+    db: impl PgExecutor<'_>,
     owner: UserId,
+    after: Option<Cursor>,
     limit: i64,
     offset: i64,
-) -> Result<(Vec<Document>, i64), sqlx::Error> {
-    let items = sqlx::query_as!(
+) -> Result<Vec<Document>, sqlx::Error> {
+    sqlx::query_as!(
         Document,
         r#"SELECT id AS "id: DocumentId", owner_id AS "owner_id: UserId", filename,
                   content_type, size_bytes, sha256, storage_key, created_at
-           FROM documents WHERE owner_id = $1
+           FROM documents
+           WHERE owner_id = $1 AND ($2::timestamptz IS NULL OR (created_at, id) < ($2, $3))
            ORDER BY created_at DESC, id DESC
-           LIMIT $2 OFFSET $3"#,
+           LIMIT $4 OFFSET $5"#,
         owner.0,
+        after.map(|c| c.created_at),
+        after.map(|c| c.id),
         limit,
         offset,
     )
     .fetch_all(db)
-    .await?;
-    let total = sqlx::query_scalar!(
-        r#"SELECT count(*) AS "count!" FROM documents WHERE owner_id = $1"#,
-        owner.0
+    .await
+}
+
+/// How many documents the owner has, counting at most `cap` + 1.
+pub async fn count_owned_capped(
+    db: impl PgExecutor<'_>,
+    owner: UserId,
+    cap: i64,
+) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar!(
+        r#"SELECT count(*) AS "count!" FROM (
+               SELECT 1 FROM documents WHERE owner_id = $1 LIMIT $2
+           ) AS capped"#,
+        owner.0,
+        cap + 1,
     )
     .fetch_one(db)
-    .await?;
-    Ok((items, total))
+    .await
 }
 
 /// Deletes and returns the row, if the owner has it.

@@ -1,7 +1,7 @@
 //! The `job_events` table: each job's numbered status history.
 
 use chrono::{DateTime, Utc};
-use sqlx::{PgConnection, PgExecutor};
+use sqlx::PgExecutor;
 
 use crate::domain::{JobEventKind, JobId};
 
@@ -9,33 +9,10 @@ use crate::domain::{JobEventKind, JobId};
 pub struct JobEvent {
     pub job_id: JobId,
     pub seq: i32,
-    pub status: String,
+    pub status: JobEventKind,
     pub attempts: i32,
     pub error: Option<String>,
     pub created_at: DateTime<Utc>,
-}
-
-/// Appends the next event. Callers hold the job's row lock (or created the
-/// job in this transaction), so sequence numbers cannot race.
-pub async fn append(
-    conn: &mut PgConnection,
-    job_id: JobId,
-    kind: JobEventKind,
-    attempts: i32,
-    error: Option<&str>,
-) -> Result<JobEvent, sqlx::Error> {
-    sqlx::query_as!(
-        JobEvent,
-        r#"INSERT INTO job_events (job_id, seq, status, attempts, error)
-           VALUES ($1, (SELECT coalesce(max(seq), 0) + 1 FROM job_events WHERE job_id = $1), $2, $3, $4)
-           RETURNING job_id AS "job_id: JobId", seq, status, attempts, error, created_at"#,
-        job_id.0,
-        kind.as_str(),
-        attempts,
-        error,
-    )
-    .fetch_one(conn)
-    .await
 }
 
 /// Events after `after_seq`, in order.
@@ -46,7 +23,7 @@ pub async fn list_after(
 ) -> Result<Vec<JobEvent>, sqlx::Error> {
     sqlx::query_as!(
         JobEvent,
-        r#"SELECT job_id AS "job_id: JobId", seq, status, attempts, error, created_at
+        r#"SELECT job_id AS "job_id: JobId", seq, status AS "status: JobEventKind", attempts, error, created_at
            FROM job_events WHERE job_id = $1 AND seq > $2 ORDER BY seq"#,
         job_id.0,
         after_seq,
@@ -62,7 +39,7 @@ pub async fn latest(
 ) -> Result<Option<JobEvent>, sqlx::Error> {
     sqlx::query_as!(
         JobEvent,
-        r#"SELECT job_id AS "job_id: JobId", seq, status, attempts, error, created_at
+        r#"SELECT job_id AS "job_id: JobId", seq, status AS "status: JobEventKind", attempts, error, created_at
            FROM job_events WHERE job_id = $1 ORDER BY seq DESC LIMIT 1"#,
         job_id.0,
     )

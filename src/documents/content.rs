@@ -2,7 +2,7 @@
 //! word: magic-number sniffing for binary formats, and a streaming check that
 //! "text" is text.
 
-use docflow_worker::ContentKind;
+use docflow_extract::ContentKind;
 
 /// How many leading bytes sniffing looks at. Magic numbers sit in the first
 /// few bytes; the rest gives the text heuristic something to judge.

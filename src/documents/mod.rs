@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use chrono::Utc;
-use docflow_worker::ContentKind;
+use docflow_extract::ContentKind;
 use futures_util::{Stream, StreamExt};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use sha2::{Digest, Sha256};
@@ -28,6 +28,15 @@ use crate::{
     storage::Storage,
 };
 use content::TextCheck;
+
+/// One page of documents.
+#[derive(Debug)]
+pub struct DocumentPage {
+    pub items: Vec<Document>,
+    pub total: i64,
+    pub total_exact: bool,
+    pub next: Option<db::Cursor>,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum DocumentError {
@@ -360,13 +369,31 @@ impl DocumentService {
             .ok_or(DocumentError::NotFound)
     }
 
+    /// One page of the owner's documents, newest first, and how many there
+    /// are (counted up to `db::jobs::COUNT_CAP`; `exact` says whether all).
     pub async fn list(
         &self,
         owner: UserId,
+        after: Option<db::Cursor>,
         limit: i64,
         offset: i64,
-    ) -> Result<(Vec<Document>, i64), DocumentError> {
-        Ok(db::documents::list_owned(&self.db, owner, limit, offset).await?)
+    ) -> Result<DocumentPage, DocumentError> {
+        let items = db::documents::list_owned(&self.db, owner, after, limit, offset).await?;
+        let counted =
+            db::documents::count_owned_capped(&self.db, owner, db::jobs::COUNT_CAP).await?;
+        let next = (items.len() as i64 == limit)
+            .then(|| items.last())
+            .flatten()
+            .map(|document| db::Cursor {
+                created_at: document.created_at,
+                id: document.id.0,
+            });
+        Ok(DocumentPage {
+            items,
+            total: counted.min(db::jobs::COUNT_CAP),
+            total_exact: counted <= db::jobs::COUNT_CAP,
+            next,
+        })
     }
 
     /// Removes the row, then the object. Once the row is gone the document

@@ -1,11 +1,11 @@
 //! Job identity and lifecycle.
 
-use std::{fmt, str::FromStr};
+use std::fmt;
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::InvalidInput;
+use super::{InvalidInput, text_enum::text_enum};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, sqlx::Type)]
 #[sqlx(transparent)]
@@ -23,106 +23,96 @@ impl fmt::Display for JobId {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum JobStatus {
-    Queued,
-    Processing,
-    Succeeded,
-    Failed,
+/// One run of a job: a claim creates it, and every write the run makes is
+/// guarded by it, so a run that was rescued, cancelled or requeued (and so
+/// replaced) can never record anything.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, sqlx::Type)]
+#[sqlx(transparent)]
+pub struct RunId(pub Uuid);
+
+impl fmt::Display for RunId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+text_enum! {
+    /// Where a job is in its life. `succeeded`, `failed` and `cancelled`
+    /// are final (an admin may requeue a failed or cancelled job).
+    pub enum JobStatus {
+        Queued = "queued",
+        Processing = "processing",
+        Succeeded = "succeeded",
+        Failed = "failed",
+        Cancelled = "cancelled",
+    }
 }
 
 impl JobStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Queued => "queued",
-            Self::Processing => "processing",
-            Self::Succeeded => "succeeded",
-            Self::Failed => "failed",
-        }
-    }
-
     pub fn is_terminal(self) -> bool {
-        matches!(self, Self::Succeeded | Self::Failed)
+        matches!(self, Self::Succeeded | Self::Failed | Self::Cancelled)
     }
 }
 
-impl FromStr for JobStatus {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "queued" => Ok(Self::Queued),
-            "processing" => Ok(Self::Processing),
-            "succeeded" => Ok(Self::Succeeded),
-            "failed" => Ok(Self::Failed),
-            other => Err(format!("unknown job status {other:?}")),
-        }
+text_enum! {
+    /// What a `job_events` row records: a status change, including the ones
+    /// that do not change `jobs.status` for long (a scheduled retry).
+    pub enum JobEventKind {
+        Queued = "queued",
+        Processing = "processing",
+        RetryScheduled = "retry_scheduled",
+        Succeeded = "succeeded",
+        Failed = "failed",
+        Requeued = "requeued",
+        Cancelled = "cancelled",
     }
-}
-
-/// What a `job_events` row records: a status change, including the ones
-/// that do not change `jobs.status` for long (a scheduled retry).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum JobEventKind {
-    Queued,
-    Processing,
-    RetryScheduled,
-    Succeeded,
-    Failed,
-    Requeued,
 }
 
 impl JobEventKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Queued => "queued",
-            Self::Processing => "processing",
-            Self::RetryScheduled => "retry_scheduled",
-            Self::Succeeded => "succeeded",
-            Self::Failed => "failed",
-            Self::Requeued => "requeued",
-        }
+    /// After these nothing more happens to the job (unless an admin
+    /// requeues it, which starts a new stretch of events).
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Self::Succeeded | Self::Failed | Self::Cancelled)
     }
 }
 
-/// Why a job ended up in the dead-letter queue.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum FailureReason {
-    /// The document cannot be processed (corrupt, encrypted, unsupported).
-    Permanent,
-    /// Retryable failures used up every attempt.
-    TransientExhausted,
-    /// The extractor ran past its time limit.
-    Timeout,
-    /// A crash or bug: the extractor died or the worker panicked.
-    Unhandled,
-}
-
-impl FailureReason {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Permanent => "permanent",
-            Self::TransientExhausted => "transient_exhausted",
-            Self::Timeout => "timeout",
-            Self::Unhandled => "unhandled",
-        }
+text_enum! {
+    /// Why a job ended up in the dead-letter queue.
+    pub enum FailureReason {
+        /// The document cannot be processed (corrupt, encrypted, unsupported).
+        Permanent = "permanent",
+        /// Retryable failures used up every attempt.
+        TransientExhausted = "transient_exhausted",
+        /// The extractor ran past its time limit.
+        Timeout = "timeout",
+        /// A crash or bug: the extractor died or the worker panicked.
+        Unhandled = "unhandled",
     }
 }
 
-impl FromStr for FailureReason {
-    type Err = String;
+/// Order among one owner's queued jobs: higher runs first. `0` is normal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub struct Priority(i16);
 
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "permanent" => Ok(Self::Permanent),
-            "transient_exhausted" => Ok(Self::TransientExhausted),
-            "timeout" => Ok(Self::Timeout),
-            "unhandled" => Ok(Self::Unhandled),
-            other => Err(format!("unknown failure reason {other:?}")),
-        }
+impl Priority {
+    pub const MIN: i16 = -10;
+    pub const MAX: i16 = 10;
+
+    pub fn parse(value: i64) -> Result<Self, InvalidInput> {
+        i16::try_from(value)
+            .ok()
+            .filter(|v| (Self::MIN..=Self::MAX).contains(v))
+            .map(Self)
+            .ok_or_else(|| {
+                InvalidInput::new(
+                    "priority",
+                    format!("must be between {} and {}", Self::MIN, Self::MAX),
+                )
+            })
+    }
+
+    pub fn get(self) -> i16 {
+        self.0
     }
 }
 

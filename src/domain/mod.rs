@@ -5,11 +5,12 @@ mod document;
 mod email;
 mod job;
 mod password;
+mod text_enum;
 mod user;
 
 pub use document::{DocumentId, Filename};
 pub use email::{Email, PATTERN as EMAIL_PATTERN};
-pub use job::{FailureReason, IdempotencyKey, JobEventKind, JobId, JobStatus};
+pub use job::{FailureReason, IdempotencyKey, JobEventKind, JobId, JobStatus, Priority, RunId};
 pub use password::Password;
 pub use user::{Role, UserId};
 

@@ -1,9 +1,11 @@
 //! Identity of a user and what they may do.
 
-use std::{fmt, str::FromStr};
+use std::fmt;
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
+
+use super::text_enum::text_enum;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, sqlx::Type)]
 #[sqlx(transparent)]
@@ -15,32 +17,11 @@ impl fmt::Display for UserId {
     }
 }
 
-/// Admins manage the dead-letter queue. The only way to become one is
-/// `docflow user promote`, run by an operator on the server.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum Role {
-    User,
-    Admin,
-}
-
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::User => "user",
-            Self::Admin => "admin",
-        }
-    }
-}
-
-impl FromStr for Role {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "user" => Ok(Self::User),
-            "admin" => Ok(Self::Admin),
-            other => Err(format!("unknown role {other:?}")),
-        }
+text_enum! {
+    /// Admins manage the dead-letter queue. The only way to become one is
+    /// `docflow user promote`, run by an operator on the server.
+    pub enum Role {
+        User = "user",
+        Admin = "admin",
     }
 }

@@ -40,8 +40,12 @@ async fn follow(client: Client, channel: String, hub: Hub) {
             () = hub.closed() => break,
             received = messages.recv() => match received {
                 Ok(message) if message.channel == channel.as_str() => {
-                    match message.value.as_bytes().map(serde_json::from_slice::<StatusEvent>) {
-                        Some(Ok(event)) => hub.dispatch(event),
+                    match message.value.as_bytes().map(serde_json::from_slice::<Vec<StatusEvent>>) {
+                        Some(Ok(events)) => {
+                            for event in events {
+                                hub.dispatch(event);
+                            }
+                        }
                         _ => tracing::warn!(%channel, "ignoring an undecodable status message"),
                     }
                 }

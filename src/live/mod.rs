@@ -29,7 +29,11 @@ use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::{db::job_events::JobEvent, domain::JobId, ephemeral::RedisStore};
+use crate::{
+    db::job_events::JobEvent,
+    domain::{JobEventKind, JobId},
+    ephemeral::RedisStore,
+};
 
 /// The pub/sub topic (under REDIS_KEY_PREFIX) status events travel on.
 pub const TOPIC: &str = "job-status";
@@ -44,9 +48,7 @@ pub struct StatusEvent {
     pub job_id: Uuid,
     /// The event's number within its job (also the SSE `id`).
     pub seq: i32,
-    /// `queued`, `processing`, `retry_scheduled`, `succeeded`, `failed` or
-    /// `requeued`.
-    pub status: String,
+    pub status: JobEventKind,
     pub attempts: i32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -54,10 +56,10 @@ pub struct StatusEvent {
 }
 
 impl StatusEvent {
-    /// After `succeeded` or `failed` nothing more happens (unless an admin
-    /// requeues the job, which a new stream then reports).
+    /// After `succeeded`, `failed` or `cancelled` nothing more happens
+    /// (unless an admin requeues the job, which a new stream then reports).
     pub fn is_terminal(&self) -> bool {
-        matches!(self.status.as_str(), "succeeded" | "failed")
+        self.status.is_terminal()
     }
 }
 
@@ -231,32 +233,37 @@ pub enum Publisher {
 }
 
 impl Publisher {
-    /// Announces committed events. Best effort by design: Postgres has them,
-    /// and a stream that misses the announcement finds them there.
+    /// Announces committed events, all in one message (a worker's batch of
+    /// runs is one PUBLISH). Best effort by design: Postgres has them, and
+    /// a stream that misses the announcement finds them there.
     pub async fn publish(&self, events: impl IntoIterator<Item = JobEvent>) {
-        for event in events {
-            let event = StatusEvent::from(event);
-            match self {
-                Self::Redis(redis) => {
-                    let payload = match serde_json::to_string(&event) {
-                        Ok(payload) => payload,
-                        Err(err) => {
-                            tracing::error!(error = %err, "cannot encode a status event");
-                            continue;
-                        }
-                    };
-                    if let Err(err) = redis.publish(TOPIC, payload).await {
-                        tracing::warn!(
-                            error = %err,
-                            job_id = %event.job_id,
-                            seq = event.seq,
-                            "cannot publish a status event; streams will find it in Postgres"
-                        );
+        let events: Vec<StatusEvent> = events.into_iter().map(StatusEvent::from).collect();
+        if events.is_empty() {
+            return;
+        }
+        match self {
+            Self::Redis(redis) => {
+                let payload = match serde_json::to_string(&events) {
+                    Ok(payload) => payload,
+                    Err(err) => {
+                        tracing::error!(error = %err, "cannot encode status events");
+                        return;
                     }
+                };
+                if let Err(err) = redis.publish(TOPIC, payload).await {
+                    tracing::warn!(
+                        error = %err,
+                        events = events.len(),
+                        "cannot publish status events; streams will find them in Postgres"
+                    );
                 }
-                Self::Local(hub) => hub.dispatch(event),
-                Self::Off => {}
             }
+            Self::Local(hub) => {
+                for event in events {
+                    hub.dispatch(event);
+                }
+            }
+            Self::Off => {}
         }
     }
 }
@@ -269,7 +276,7 @@ mod tests {
         StatusEvent {
             job_id: job_id.0,
             seq,
-            status: "processing".into(),
+            status: JobEventKind::Processing,
             attempts: 1,
             error: None,
             updated_at: Utc::now(),

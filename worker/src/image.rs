@@ -2,7 +2,7 @@
 //! bomb is refused for the price of its header), EXIF orientation and DPI,
 //! and OCR through tesseract.
 
-use std::{fs::File, io::BufReader, path::Path, time::Duration};
+use std::{fs::File, io::BufReader, path::Path};
 
 use image::{ImageDecoder, ImageReader};
 
@@ -67,13 +67,13 @@ pub fn extract(path: &Path, limits: &Limits) -> Result<ImageExtraction, ExtractE
     };
     if let Some(ocr) = &limits.ocr {
         let ocr_dpi = dpi.map_or(DEFAULT_DPI, |[x, _]| x.round().clamp(70.0, 2400.0) as u32);
-        let (text, confidence) = run_tesseract(path, &ocr.language, ocr_dpi, ocr.timeout)?;
-        result.counts = Some(TextCounts::of(&text));
-        result.text = Some(text);
+        let read = crate::ocr::recognize(path, ocr, ocr_dpi)?;
+        result.counts = Some(TextCounts::of(&read.text));
+        result.text = Some(read.text);
         result.ocr = Some(OcrSummary {
             engine: "tesseract".into(),
             language: ocr.language.clone(),
-            mean_confidence: confidence,
+            mean_confidence: read.mean_confidence,
             dpi: ocr_dpi,
         });
     }
@@ -137,63 +137,4 @@ fn jpeg_dpi(path: &Path) -> Option<[f64; 2]> {
         2 => Some([f64::from(x) * 2.54, f64::from(y) * 2.54]),
         _ => None,
     }
-}
-
-/// Runs tesseract on its own thread so it can be timed out; a timeout is
-/// transient (the machine was busy), a tesseract failure permanent.
-fn run_tesseract(
-    path: &Path,
-    language: &str,
-    dpi: u32,
-    timeout: Duration,
-) -> Result<(String, Option<f64>), ExtractError> {
-    let image = rusty_tesseract::Image::from_path(path)
-        .map_err(|e| ExtractError::Permanent(format!("tesseract cannot take this image: {e}")))?;
-    let args = rusty_tesseract::Args {
-        lang: language.to_owned(),
-        config_variables: std::collections::HashMap::new(),
-        dpi: Some(i32::try_from(dpi).unwrap_or(300)),
-        // Automatic page segmentation with orientation and script detection:
-        // rotated scans read as nothing otherwise.
-        psm: Some(1),
-        oem: Some(3),
-    };
-    let (sender, receiver) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = sender.send(rusty_tesseract::image_to_data(&image, &args));
-    });
-    let data = match receiver.recv_timeout(timeout) {
-        Ok(Ok(data)) => data,
-        Ok(Err(e)) => return Err(ExtractError::Permanent(format!("tesseract failed: {e}"))),
-        Err(_) => {
-            return Err(ExtractError::Transient(format!(
-                "tesseract did not finish within {}s",
-                timeout.as_secs()
-            )));
-        }
-    };
-    // Level 5 rows are words; rebuild lines from their block/paragraph/line ids.
-    let mut text = String::new();
-    let mut last_line = None;
-    let mut confidences = Vec::new();
-    for word in data
-        .data
-        .iter()
-        .filter(|d| d.level == 5 && !d.text.trim().is_empty())
-    {
-        let line = (word.page_num, word.block_num, word.par_num, word.line_num);
-        match last_line {
-            Some(previous) if previous == line => text.push(' '),
-            Some(_) => text.push('\n'),
-            None => {}
-        }
-        last_line = Some(line);
-        text.push_str(word.text.trim());
-        if word.conf >= 0.0 {
-            confidences.push(f64::from(word.conf));
-        }
-    }
-    let mean = (!confidences.is_empty())
-        .then(|| confidences.iter().sum::<f64>() / confidences.len() as f64);
-    Ok((text, mean))
 }

@@ -1,13 +1,23 @@
-//! DocFlow's document-processing engine: the code that reads untrusted
-//! uploads. It has no database, network or configuration of its own, so it
-//! runs in a sandboxed child process (`docflow extract`) and can be fuzzed
-//! on its own.
+//! DocFlow's extraction sandbox (`docflow-extract`, in `worker/`): the
+//! worker side's half that touches untrusted bytes.
+//!
+//! - The extractors (PDF, image with OCR, text): no database, network or
+//!   configuration of their own, so they can be fuzzed on their own.
+//! - [`serve`]: the extractor process (`docflow extract --serve`) that runs
+//!   them under rlimits and a watchdog.
+//! - [`pool`]: the worker's pool of such processes.
+//!
+//! The queue consumer that drives them is `docflow::worker` (`src/worker/`).
 
 mod content_kind;
 pub mod image;
+pub mod ocr;
 pub mod pdf;
 mod pdf_text;
+pub mod pool;
+pub mod protocol;
 pub mod result;
+pub mod serve;
 pub mod text;
 
 use std::{path::Path, time::Duration};

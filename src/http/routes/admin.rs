@@ -116,8 +116,8 @@ pub struct FailedJobParams {
     /// Page size, 1–100 (default 20).
     #[schemars(range(min = 1, max = 100))]
     pub limit: Option<i64>,
-    /// Items to skip (default 0).
-    #[schemars(range(min = 0))]
+    /// Items to skip (default 0, at most 10,000).
+    #[schemars(range(min = 0, max = 10_000))]
     pub offset: Option<i64>,
 }
 

@@ -34,7 +34,7 @@ use crate::{
         docs::error_responses,
         error::ApiError,
         extract::{CurrentUser, Json, Path, Query},
-        pagination::PageParams,
+        pagination::{PageParams, decode_cursor, encode_cursor},
     },
 };
 
@@ -346,28 +346,56 @@ fn upload_docs(op: TransformOperation) -> TransformOperation {
     )
 }
 
+#[derive(Deserialize, JsonSchema)]
+pub struct DocumentListParams {
+    /// Page size, 1–100 (default 20).
+    #[schemars(range(min = 1, max = 100))]
+    pub limit: Option<i64>,
+    /// Items to skip (default 0, at most 10,000; use `cursor` to go further).
+    #[schemars(range(min = 0, max = 10_000))]
+    pub offset: Option<i64>,
+    /// Continue after the page that handed out this `next_cursor`.
+    #[schemars(regex(pattern = crate::http::pagination::CURSOR_PATTERN))]
+    pub cursor: Option<String>,
+}
+
 #[derive(Serialize, Deserialize, JsonSchema)]
 pub struct DocumentPage {
     /// Newest first.
     pub items: Vec<DocumentOut>,
-    /// All of the caller's documents.
+    /// The caller's documents, counted up to 1,000.
     pub total: i64,
+    /// False when there are more than `total`.
+    pub total_exact: bool,
     pub limit: i64,
     pub offset: i64,
+    /// Pass as `cursor` for the next page; absent on the last one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
 }
 
 async fn list_documents(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
-    Query(params): Query<PageParams>,
+    Query(params): Query<DocumentListParams>,
 ) -> Result<Json<DocumentPage>, ApiError> {
-    let (limit, offset) = params.resolve()?;
-    let (items, total) = state.documents.list(user.user_id, limit, offset).await?;
+    let (limit, offset) = PageParams {
+        limit: params.limit,
+        offset: params.offset,
+    }
+    .resolve()?;
+    let after = params.cursor.as_deref().map(decode_cursor).transpose()?;
+    let page = state
+        .documents
+        .list(user.user_id, after, limit, offset)
+        .await?;
     Ok(Json(DocumentPage {
-        items: items.into_iter().map(Into::into).collect(),
-        total,
+        items: page.items.into_iter().map(Into::into).collect(),
+        total: page.total,
+        total_exact: page.total_exact,
         limit,
         offset,
+        next_cursor: page.next.as_ref().map(encode_cursor),
     }))
 }
 

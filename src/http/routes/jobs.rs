@@ -1,4 +1,4 @@
-//! `/api/v1/jobs`: create (idempotent), list, detail.
+//! `/api/v1/jobs`: create (idempotent), list, detail, cancel.
 
 use aide::{
     axum::{
@@ -12,22 +12,23 @@ use axum::{
     http::{HeaderMap, StatusCode},
 };
 use chrono::{DateTime, Utc};
-use docflow_worker::ExtractionResult;
+use docflow_extract::ExtractionResult;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::{
+    db::jobs::ListFilter,
     db::{jobs::Job, processing_results::ProcessingResult},
-    domain::{DocumentId, IdempotencyKey, JobId, JobStatus},
+    domain::{DocumentId, IdempotencyKey, JobId, JobStatus, Priority},
     http::{
         AppState,
         docs::error_responses,
         error::ApiError,
         extract::{CurrentUser, Json, Path, Query},
-        pagination::PageParams,
+        pagination::{PageParams, decode_cursor, encode_cursor},
     },
-    jobs::{Creation, JobError},
+    jobs::{Creation, JobError, NewJobOptions, Page},
 };
 
 pub fn router() -> ApiRouter<AppState> {
@@ -37,6 +38,7 @@ pub fn router() -> ApiRouter<AppState> {
             post_with(create_job, create_docs).get_with(list_jobs, list_docs),
         )
         .api_route("/{id}", get_with(get_job, get_docs))
+        .api_route("/{id}/cancel", post_with(cancel_job, cancel_docs))
         .with_path_items(|item| item.tag("jobs"))
 }
 
@@ -51,12 +53,23 @@ impl From<JobError> for ApiError {
                 "idempotency_key_reused",
                 "This Idempotency-Key was already used for a different document.",
             ),
-            JobError::NotFailed(status) => ApiError::new(
+            JobError::NotRequeueable(status) => ApiError::new(
                 StatusCode::CONFLICT,
                 "job_not_failed",
-                format!("Only failed jobs can be requeued; this one is {status}."),
+                format!("Only failed or cancelled jobs can be requeued; this one is {status}."),
             ),
-            JobError::Queue(err) => ApiError::internal(err),
+            JobError::AlreadyFinished(status) => ApiError::new(
+                StatusCode::CONFLICT,
+                "job_finished",
+                format!(
+                    "The job has already {}.",
+                    match status {
+                        JobStatus::Succeeded => "succeeded",
+                        JobStatus::Failed => "failed",
+                        _ => "been cancelled",
+                    }
+                ),
+            ),
             JobError::Database(err) => ApiError::database(err),
         }
     }
@@ -65,6 +78,29 @@ impl From<JobError> for ApiError {
 #[derive(Deserialize, JsonSchema)]
 pub struct CreateJob {
     pub document_id: Uuid,
+    /// Order among your own queued jobs: -10 to 10, higher first (default
+    /// 0). Other users' jobs are interleaved with yours whatever it is.
+    #[schemars(range(min = -10, max = 10))]
+    #[serde(default, deserialize_with = "integral")]
+    pub priority: Option<i64>,
+}
+
+/// An optional JSON integer, written either way JSON Schema counts as one:
+/// `7` or `7.0`.
+fn integral<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+    let Some(number) = Option::<serde_json::Number>::deserialize(d)? else {
+        return Ok(None);
+    };
+    number
+        .as_i64()
+        .or_else(|| {
+            number
+                .as_f64()
+                .filter(|f| f.fract() == 0.0 && f.abs() < 2f64.powi(53))
+                .map(|f| f as i64)
+        })
+        .map(Some)
+        .ok_or_else(|| serde::de::Error::custom(format!("{number} is not an integer")))
 }
 
 /// A stored extraction result.
@@ -94,6 +130,7 @@ pub struct JobOut {
     pub id: Uuid,
     pub document_id: Uuid,
     pub status: JobStatus,
+    pub priority: i16,
     pub attempts: i32,
     pub max_attempts: i32,
     pub last_error: Option<String>,
@@ -112,6 +149,7 @@ impl From<Job> for JobOut {
             id: job.id.0,
             document_id: job.document_id.0,
             status: job.status,
+            priority: job.priority,
             attempts: job.attempts,
             max_attempts: job.max_attempts,
             last_error: job.last_error,
@@ -141,16 +179,22 @@ async fn create_job(
     Json(body): Json<CreateJob>,
 ) -> Result<(StatusCode, Json<JobOut>), ApiError> {
     let key = idempotency_key(&headers)?;
+    let priority = body
+        .priority
+        .map(Priority::parse)
+        .transpose()?
+        .unwrap_or_default();
+    // This request's span (which continues the caller's trace, if any):
+    // the worker parents its run on it.
+    let traceparent = crate::telemetry::current_traceparent();
+    let options = NewJobOptions {
+        idempotency_key: key.as_ref(),
+        priority,
+        traceparent: traceparent.as_deref(),
+    };
     let (job, creation) = state
         .jobs
-        .create(
-            user.user_id,
-            DocumentId(body.document_id),
-            key.as_ref(),
-            // This request's span (which continues the caller's trace, if
-            // any): the worker parents its run on it.
-            crate::telemetry::current_traceparent().as_deref(),
-        )
+        .create(user.user_id, DocumentId(body.document_id), &options)
         .await?;
     let status = match creation {
         Creation::Created => {
@@ -187,21 +231,33 @@ fn create_docs(op: TransformOperation) -> TransformOperation {
 pub struct JobListParams {
     /// Only jobs in this status.
     pub status: Option<JobStatus>,
+    /// Only the jobs of this document.
+    pub document_id: Option<Uuid>,
     /// Page size, 1–100 (default 20).
     #[schemars(range(min = 1, max = 100))]
     pub limit: Option<i64>,
-    /// Items to skip (default 0).
-    #[schemars(range(min = 0))]
+    /// Items to skip (default 0, at most 10,000; use `cursor` to go further).
+    #[schemars(range(min = 0, max = 10_000))]
     pub offset: Option<i64>,
+    /// Continue after the page that handed out this `next_cursor`.
+    #[schemars(regex(pattern = crate::http::pagination::CURSOR_PATTERN))]
+    pub cursor: Option<String>,
 }
 
 #[derive(Serialize, Deserialize, JsonSchema)]
 pub struct JobPage {
     /// Newest first.
     pub items: Vec<JobOut>,
+    /// Matching jobs, counted up to 1,000.
     pub total: i64,
+    /// False when there are more than `total` (the count stops at 1,000, so
+    /// a long history never slows a page down).
+    pub total_exact: bool,
     pub limit: i64,
     pub offset: i64,
+    /// Pass as `cursor` for the next page; absent on the last one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
 }
 
 async fn list_jobs(
@@ -214,15 +270,30 @@ async fn list_jobs(
         offset: params.offset,
     }
     .resolve()?;
-    let (jobs, total) = state
+    let after = params.cursor.as_deref().map(decode_cursor).transpose()?;
+    let filter = ListFilter {
+        status: params.status,
+        document: params.document_id.map(DocumentId),
+    };
+    let page = state
         .jobs
-        .list(user.user_id, params.status, limit, offset)
+        .list(
+            user.user_id,
+            filter,
+            Page {
+                limit,
+                offset,
+                after,
+            },
+        )
         .await?;
     Ok(Json(JobPage {
-        items: jobs.into_iter().map(Into::into).collect(),
-        total,
+        items: page.items.into_iter().map(Into::into).collect(),
+        total: page.total,
+        total_exact: page.total_exact,
         limit,
         offset,
+        next_cursor: page.next.as_ref().map(encode_cursor),
     }))
 }
 
@@ -230,6 +301,10 @@ fn list_docs(op: TransformOperation) -> TransformOperation {
     error_responses(
         op.id("list_jobs")
             .summary("The caller's jobs, newest first")
+            .description(
+                "Page with `cursor` (each page's `next_cursor`): every page costs the same, \
+                 however long the history. `offset` still works, up to 10,000.",
+            )
             .response::<200, Json<JobPage>>(),
         &[400, 422],
     )
@@ -268,4 +343,54 @@ fn get_docs(op: TransformOperation) -> TransformOperation {
             .response::<200, Json<JobOut>>(),
         &[404],
     )
+}
+
+async fn cancel_job(
+    State(state): State<AppState>,
+    CurrentUser(user): CurrentUser,
+    Path(path): Path<JobPath>,
+) -> Result<Json<JobOut>, ApiError> {
+    let job = state.jobs.cancel(user.user_id, JobId(path.id)).await?;
+    tracing::info!(job_id = %job.id, "job cancelled");
+    Ok(Json(job.into()))
+}
+
+fn cancel_docs(op: TransformOperation) -> TransformOperation {
+    error_responses(
+        op.id("cancel_job")
+            .summary("Cancel one of the caller's jobs")
+            .description(
+                "A queued job is cancelled at once; a running one too, and its extraction is \
+                 stopped within a second. Final: a cancelled job runs again only if an admin \
+                 requeues it. 409 once the job has finished.",
+            )
+            .response::<200, Json<JobOut>>(),
+        &[404, 409],
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn priority_is_any_json_integer() {
+        let parse = |body: &str| serde_json::from_str::<CreateJob>(body).map(|b| b.priority);
+        let doc = r#""document_id":"00000000-0000-0000-0000-000000000001""#;
+        assert_eq!(parse(&format!("{{{doc}}}")).expect("absent"), None);
+        assert_eq!(
+            parse(&format!("{{{doc},\"priority\":null}}")).expect("null"),
+            None
+        );
+        assert_eq!(
+            parse(&format!("{{{doc},\"priority\":-3}}")).expect("int"),
+            Some(-3)
+        );
+        assert_eq!(
+            parse(&format!("{{{doc},\"priority\":7.0}}")).expect("7.0"),
+            Some(7)
+        );
+        assert!(parse(&format!("{{{doc},\"priority\":7.5}}")).is_err());
+        assert!(parse(&format!("{{{doc},\"priority\":\"7\"}}")).is_err());
+    }
 }
