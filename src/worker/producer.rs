@@ -34,8 +34,8 @@ use crate::{
     domain::JobId,
 };
 
-/// The channel a committed `queued` job is announced on (by a trigger),
-/// with its owner's id.
+/// The channel a committed `queued` job is announced on (by the statement
+/// that creates or requeues it), with its owners' ids, comma-separated.
 pub const JOBS_CHANNEL: &str = "docflow_jobs";
 /// The channel a cancel is announced on, with the job id.
 pub const CANCEL_CHANNEL: &str = "docflow_cancel";

@@ -1,5 +1,5 @@
 //! The OpenAPI document is a contract: an accidental change fails here.
-//! After an intended change, regenerate with `UPDATE_SNAPSHOTS=1 cargo test --test openapi`
+//! After an intended change, regenerate with `UPDATE_SNAPSHOTS=1 scripts/test openapi`
 //! and review the diff of tests/snapshots/openapi.json.
 
 use std::path::Path;
