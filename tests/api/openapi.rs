@@ -29,7 +29,7 @@ fn openapi_matches_snapshot() {
             );
         panic!(
             "the OpenAPI document changed ({first_difference}).\n\
-             If intended, run `UPDATE_SNAPSHOTS=1 cargo test --test openapi` and commit the diff."
+             If intended, run `UPDATE_SNAPSHOTS=1 scripts/test openapi` and commit the diff."
         );
     }
 }
