@@ -14,7 +14,7 @@ use std::{
 };
 
 use fred::{
-    interfaces::{ClientLike, KeysInterface, LuaInterface, PubsubInterface},
+    interfaces::{ClientLike, EventInterface, KeysInterface, LuaInterface, PubsubInterface},
     prelude::{Builder, Client, Config as RedisConfig, Expiration, ReconnectPolicy},
 };
 
@@ -74,12 +74,15 @@ impl Ephemeral {
     /// stopping the process.
     pub async fn redis(url: &str, prefix: String) -> Result<Self, EphemeralError> {
         let client = redis_client(url, DEFAULT_BROADCAST_BUFFER)?;
+        watch_connection(&client);
         client.connect();
-        if tokio::time::timeout(FIRST_CONNECT_WAIT, client.wait_for_connect())
-            .await
-            .is_err()
-        {
-            tracing::warn!("redis not reachable at start-up; retrying in the background");
+        match tokio::time::timeout(FIRST_CONNECT_WAIT, client.wait_for_connect()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => tracing::warn!(
+                error = %err,
+                "redis not reachable at start-up; retrying in the background"
+            ),
+            Err(_) => tracing::warn!("redis not reachable at start-up; retrying in the background"),
         }
         Ok(Self::Redis(RedisStore { client, prefix }))
     }
@@ -174,12 +177,17 @@ impl Ephemeral {
 /// fred's own default size of its event and pub/sub buffers.
 pub const DEFAULT_BROADCAST_BUFFER: usize = 32;
 
-/// A Redis client that fails commands fast while disconnected and keeps
-/// reconnecting in the background (not connected yet: call `connect`).
+/// A Redis client that keeps reconnecting in the background, from its first
+/// attempt on (not connected yet: call `connect`). Commands fail fast while
+/// it is disconnected: callers check `is_connected` first (see
+/// `RedisStore::connected`) and the command timeout bounds the rest.
 /// `broadcast_buffer`: messages held for a slow pub/sub reader.
 pub fn redis_client(url: &str, broadcast_buffer: usize) -> Result<Client, EphemeralError> {
     let mut config = RedisConfig::from_url(url)?;
-    config.fail_fast = true;
+    // fred's `fail_fast` also means "give up for good if the first connect
+    // fails": a process started during a Redis outage then never connected,
+    // even after Redis came back.
+    config.fail_fast = false;
     Ok(Builder::from_config(config)
         .with_performance_config(|perf| {
             perf.default_command_timeout = REDIS_COMMAND_TIMEOUT;
@@ -193,6 +201,49 @@ pub fn redis_client(url: &str, broadcast_buffer: usize) -> Result<Client, Epheme
         // Retry forever, backing off from 100 ms to 2 s.
         .set_policy(ReconnectPolicy::new_exponential(0, 100, 2_000, 2))
         .build()?)
+}
+
+/// Logs and counts the client's connection changes: one line when the
+/// connection is lost, one when it is back (not one per retry), and the
+/// `redis_connected` gauge. Ends when the client is dropped.
+pub fn watch_connection(client: &Client) {
+    use tokio::sync::broadcast::error::RecvError;
+    let mut reconnects = client.reconnect_rx();
+    let mut errors = client.error_rx();
+    crate::metrics::set_redis_connected(false);
+    tokio::spawn(async move {
+        let mut connected = false;
+        loop {
+            tokio::select! {
+                event = reconnects.recv() => match event {
+                    Ok(server) => {
+                        if !connected {
+                            tracing::info!(%server, "redis connected");
+                        }
+                        connected = true;
+                        crate::metrics::set_redis_connected(true);
+                    }
+                    Err(RecvError::Lagged(_)) => {}
+                    Err(RecvError::Closed) => break,
+                },
+                event = errors.recv() => match event {
+                    Ok((err, _)) => {
+                        if connected {
+                            tracing::warn!(
+                                error = %err,
+                                "redis connection lost; reconnecting in the background \
+                                 (the service runs degraded meanwhile)"
+                            );
+                        }
+                        connected = false;
+                        crate::metrics::set_redis_connected(false);
+                    }
+                    Err(RecvError::Lagged(_)) => {}
+                    Err(RecvError::Closed) => break,
+                },
+            }
+        }
+    });
 }
 
 impl RedisStore {

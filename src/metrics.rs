@@ -28,6 +28,7 @@ pub const JOBS_CANCELLED_TOTAL: &str = "jobs_cancelled_total";
 pub const JOBS_RETURNED_TOTAL: &str = "jobs_returned_total";
 pub const QUEUE_WORKERS_LIVE: &str = "queue_workers_live";
 pub const QUEUE_LEADER: &str = "queue_leader";
+pub const REDIS_CONNECTED: &str = "redis_connected";
 
 /// Request latencies: 5 ms to 30 s (uploads and SSE heads included).
 const HTTP_BUCKETS: &[f64] = &[
@@ -125,6 +126,10 @@ fn describe() {
         QUEUE_LEADER,
         "1 on the worker process that runs queue maintenance, else 0"
     );
+    describe_gauge!(
+        REDIS_CONNECTED,
+        "1 while this process's Redis connection is up; 0 while it reconnects (degraded)"
+    );
 }
 
 /// Methods are labels as themselves only when HTTP defines them: any other
@@ -213,6 +218,10 @@ pub fn job_returned() {
 pub fn set_queue_workers(live: i64) {
     #[allow(clippy::cast_precision_loss, reason = "counts far below 2^52")]
     metrics::gauge!(QUEUE_WORKERS_LIVE).set(live as f64);
+}
+
+pub fn set_redis_connected(connected: bool) {
+    metrics::gauge!(REDIS_CONNECTED).set(if connected { 1.0 } else { 0.0 });
 }
 
 pub fn set_leader(leader: bool) {

@@ -21,6 +21,7 @@ use futures_util::StreamExt;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sqlx::PgPool;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const WITHIN: Duration = Duration::from_secs(30);
 
@@ -549,12 +550,17 @@ struct OwnRedis {
 
 impl OwnRedis {
     fn start(port: u16) -> Self {
-        let mut redis = Self {
-            port,
-            process: None,
-        };
+        let mut redis = Self::stopped(port);
         redis.restart();
         redis
+    }
+
+    /// Not running yet: `restart` starts it.
+    fn stopped(port: u16) -> Self {
+        Self {
+            port,
+            process: None,
+        }
     }
 
     fn url(&self) -> String {
@@ -678,4 +684,64 @@ async fn a_replica_streams_a_job_created_on_another_and_run_by_a_worker_process(
         "{:?}",
         started.elapsed()
     );
+}
+
+/// An API and a worker process both started while Redis is down reach full
+/// service once it is up: readiness stops reporting it degraded, and the
+/// worker publishes its events to Redis again.
+#[sqlx::test]
+async fn processes_started_during_a_redis_outage_connect_when_it_returns(db: PgPool) {
+    let mut redis = OwnRedis::stopped(free_port());
+    let url = redis.url();
+    let settings = [("REDIS_URL", url.as_str())];
+    let deployment = Deployment::new(&db).await;
+    let port = free_port();
+    let _api = deployment.start_with("api", port, &settings);
+    let _worker = deployment.start_with("worker", free_port(), &settings);
+    let base = format!("http://127.0.0.1:{port}");
+    let client = crate::helpers::client();
+    let readiness = || async {
+        let response = client
+            .get(format!("{base}/api/v1/health/ready"))
+            .send()
+            .await
+            .expect("readiness");
+        assert_eq!(response.status(), StatusCode::OK, "degraded, not unready");
+        response.json::<Value>().await.expect("json")["degraded"].clone()
+    };
+    assert_eq!(readiness().await, json!(["redis"]));
+
+    redis.restart();
+    let since = Instant::now();
+    while readiness().await != json!([]) {
+        assert!(
+            since.elapsed() < Duration::from_secs(5),
+            "the API reconnects within seconds"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The worker backs off up to 2 s between attempts: give it that.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Listen on Redis itself for what the worker publishes.
+    let mut subscriber = tokio::net::TcpStream::connect(("127.0.0.1", redis.port))
+        .await
+        .expect("redis");
+    subscriber
+        .write_all(b"PSUBSCRIBE *job-status\r\n")
+        .await
+        .expect("subscribe");
+    let tokens = sign_in_at(&client, &base, "late-redis@example.com", None).await;
+    let job = start_text_job(&client, &base, &tokens, "Redis came back.").await;
+    let mut heard = String::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !heard.contains(&job) || !heard.contains("succeeded") {
+        let mut buffer = [0u8; 4096];
+        let left = deadline.saturating_duration_since(Instant::now());
+        let read = tokio::time::timeout(left, subscriber.read(&mut buffer))
+            .await
+            .unwrap_or_else(|_| panic!("the worker published {job}'s end: heard {heard}"))
+            .expect("read");
+        assert!(read > 0, "redis closed: {heard}");
+        heard.push_str(&String::from_utf8_lossy(&buffer[..read]));
+    }
 }

@@ -49,13 +49,12 @@ fn live_docs(op: TransformOperation) -> TransformOperation {
         .response::<200, Json<Liveness>>()
 }
 
+/// One dependency's check. Why a check failed goes to the log only: the
+/// probe is unauthenticated, and error text names hosts and versions.
 #[derive(Serialize, Deserialize, JsonSchema)]
 pub struct CheckResult {
     pub ok: bool,
     pub latency_ms: f64,
-    /// Why the check failed.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
 }
 
 #[derive(Serialize, Deserialize, JsonSchema)]
@@ -64,6 +63,10 @@ pub struct Readiness {
     pub status: String,
     /// One entry per dependency: `postgres`, `storage`, and `redis` when configured.
     pub checks: BTreeMap<String, CheckResult>,
+    /// Dependencies that are down without making the service unready:
+    /// `redis` (rate limits fail open, streams poll Postgres, logout
+    /// answers 503 until it is back). Empty when all is well.
+    pub degraded: Vec<String>,
 }
 
 /// The 503 body: the error envelope plus the same per-dependency checks.
@@ -71,9 +74,10 @@ pub struct Readiness {
 pub struct NotReady {
     pub error: ErrorDetail,
     pub checks: BTreeMap<String, CheckResult>,
+    pub degraded: Vec<String>,
 }
 
-async fn run_check<F, E>(check: F) -> CheckResult
+async fn run_check<F, E>(name: &'static str, check: F) -> CheckResult
 where
     F: Future<Output = Result<(), E>>,
     E: std::fmt::Display,
@@ -81,24 +85,28 @@ where
     let started = Instant::now();
     let outcome = tokio::time::timeout(CHECK_TIMEOUT, check).await;
     let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
-    let error = match outcome {
-        Ok(Ok(())) => None,
-        Ok(Err(err)) => Some(err.to_string()),
-        Err(_) => Some(format!("no answer within {CHECK_TIMEOUT:?}")),
+    let ok = match outcome {
+        Ok(Ok(())) => true,
+        Ok(Err(err)) => {
+            tracing::warn!(dependency = name, error = %err, "readiness check failed");
+            false
+        }
+        Err(_) => {
+            tracing::warn!(dependency = name, timeout = ?CHECK_TIMEOUT, "readiness check got no answer");
+            false
+        }
     };
-    CheckResult {
-        ok: error.is_none(),
-        latency_ms,
-        error,
-    }
+    CheckResult { ok, latency_ms }
 }
 
 async fn ready(State(state): State<AppState>) -> Response {
-    let postgres = run_check(crate::db::ping(&state.db));
-    let storage = run_check(state.storage.check());
+    let postgres = run_check("postgres", crate::db::ping(&state.db));
+    let storage = run_check("storage", state.storage.check());
     let redis = async {
         match &state.ephemeral {
-            crate::ephemeral::Ephemeral::Redis(_) => Some(run_check(state.ephemeral.ping()).await),
+            crate::ephemeral::Ephemeral::Redis(_) => {
+                Some(run_check("redis", state.ephemeral.ping()).await)
+            }
             crate::ephemeral::Ephemeral::InProcess(_) => None,
         }
     };
@@ -108,23 +116,31 @@ async fn ready(State(state): State<AppState>) -> Response {
         ("postgres".to_owned(), postgres),
         ("storage".to_owned(), storage),
     ]);
+    // Redis holds nothing that cannot wait (rate-limit counters, revoked
+    // tokens, live fan-out): its outage degrades the service, and pulling
+    // every replica out of a load balancer for it would turn a cache outage
+    // into a full one.
+    let mut degraded = Vec::new();
     if let Some(redis) = redis {
+        if !redis.ok {
+            degraded.push("redis".to_owned());
+        }
         checks.insert("redis".to_owned(), redis);
     }
     let failing: Vec<&str> = checks
         .iter()
-        .filter(|(_, check)| !check.ok)
+        .filter(|(name, check)| !check.ok && !degraded.contains(name))
         .map(|(name, _)| name.as_str())
         .collect();
     if failing.is_empty() {
         return Json(Readiness {
             status: "ready".to_owned(),
             checks,
+            degraded,
         })
         .into_response();
     }
     let message = format!("Not ready: {} unavailable.", failing.join(", "));
-    tracing::warn!(%message, "readiness check failed");
     let body = NotReady {
         error: ErrorDetail {
             code: "not_ready".to_owned(),
@@ -132,13 +148,14 @@ async fn ready(State(state): State<AppState>) -> Response {
             request_id: current_request_id(),
         },
         checks,
+        degraded,
     };
     (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
 }
 
 fn ready_docs(op: TransformOperation) -> TransformOperation {
     op.id("get_readiness")
-        .summary("Readiness: Postgres, storage and (when configured) Redis answer")
+        .summary("Readiness: Postgres and storage answer; Redis, when down, is `degraded`")
         .response::<200, Json<Readiness>>()
         .response_with::<503, Json<NotReady>, _>(|r| {
             r.description("A dependency is down; `checks` says which")

@@ -103,18 +103,30 @@ impl Deployment {
     /// Starts `role` on `port` and waits until it listens; its logs are
     /// discarded.
     pub fn start(&self, role: &str, port: u16) -> Running {
-        self.spawn(role, port, std::process::Stdio::null())
+        self.spawn(role, port, &[], std::process::Stdio::null())
+    }
+
+    /// As `start`, with some of the deployment's settings replaced.
+    pub fn start_with(&self, role: &str, port: u16, env: &[(&str, &str)]) -> Running {
+        self.spawn(role, port, env, std::process::Stdio::null())
     }
 
     /// As `start`, with its stdout (JSON logs) piped for the test to read
     /// once it has stopped it: keep such runs short, a full pipe blocks it.
     pub fn start_logged(&self, role: &str, port: u16) -> Running {
-        self.spawn(role, port, std::process::Stdio::piped())
+        self.spawn(role, port, &[], std::process::Stdio::piped())
     }
 
-    fn spawn(&self, role: &str, port: u16, stdout: std::process::Stdio) -> Running {
+    fn spawn(
+        &self,
+        role: &str,
+        port: u16,
+        env: &[(&str, &str)],
+        stdout: std::process::Stdio,
+    ) -> Running {
         let child = self
             .command(role, port)
+            .envs(env.iter().copied())
             .stdout(stdout)
             .stderr(std::process::Stdio::null())
             .spawn()
