@@ -58,6 +58,20 @@ pub struct S3Config {
     pub secret_access_key: Option<Secret<String>>,
 }
 
+/// Bounds on client connections to the API, applied before any request is
+/// read (`http::serve`).
+#[derive(Clone, Copy, Debug)]
+pub struct ConnectionLimits {
+    /// Open connections at once; past it a new one is answered 503 and closed.
+    pub max_connections: usize,
+    /// Open connections from one client address (429 past it). A trusted
+    /// proxy's connections count only against `max_connections`.
+    pub max_connections_per_ip: usize,
+    /// A request's header must arrive within this; an idle keep-alive
+    /// connection is closed after it too.
+    pub header_read_timeout: Duration,
+}
+
 /// Per-IP request budgets for the unauthenticated auth endpoints.
 #[derive(Clone, Copy, Debug)]
 pub struct AuthRateLimit {
@@ -88,6 +102,7 @@ pub struct Config {
     pub worker_metrics_addr: SocketAddr,
     /// Upper bound on how long a request may take before it is answered 503.
     pub request_timeout: Duration,
+    pub connections: ConnectionLimits,
     pub auth_rate_limit: AuthRateLimit,
     /// Uploads per minute per user.
     pub upload_rate_limit_per_minute: u32,
@@ -271,6 +286,20 @@ impl Config {
             Ok(Duration::from_secs(secs))
         };
         let cpus = std::thread::available_parallelism().map_or(2, usize::from);
+        let connections = ConnectionLimits {
+            max_connections: env.parsed_or("HTTP_MAX_CONNECTIONS", 10_000)?,
+            max_connections_per_ip: env.parsed_or("HTTP_MAX_CONNECTIONS_PER_IP", 256)?,
+            header_read_timeout: positive_secs("HTTP_HEADER_READ_TIMEOUT_SECS", 10)?,
+        };
+        if connections.max_connections == 0 {
+            return Err(ConfigError::new("HTTP_MAX_CONNECTIONS", "must be positive"));
+        }
+        if connections.max_connections_per_ip == 0 {
+            return Err(ConfigError::new(
+                "HTTP_MAX_CONNECTIONS_PER_IP",
+                "must be positive",
+            ));
+        }
         let worker_concurrency: usize = env.parsed_or("WORKER_CONCURRENCY", 64)?;
         if !(1..=1024).contains(&worker_concurrency) {
             return Err(ConfigError::new(
@@ -357,6 +386,7 @@ impl Config {
                 SocketAddr::from(([127, 0, 0, 1], 9100)),
             )?,
             request_timeout: Duration::from_secs(request_timeout_secs),
+            connections,
             auth_rate_limit: AuthRateLimit {
                 requests: auth_rate_limit,
                 window: Duration::from_secs(60),

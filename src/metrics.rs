@@ -29,6 +29,7 @@ pub const JOBS_RETURNED_TOTAL: &str = "jobs_returned_total";
 pub const QUEUE_WORKERS_LIVE: &str = "queue_workers_live";
 pub const QUEUE_LEADER: &str = "queue_leader";
 pub const REDIS_CONNECTED: &str = "redis_connected";
+pub const HTTP_CONNECTIONS_REFUSED_TOTAL: &str = "http_connections_refused_total";
 
 /// Request latencies: 5 ms to 30 s (uploads and SSE heads included).
 const HTTP_BUCKETS: &[f64] = &[
@@ -126,6 +127,10 @@ fn describe() {
         QUEUE_LEADER,
         "1 on the worker process that runs queue maintenance, else 0"
     );
+    describe_counter!(
+        HTTP_CONNECTIONS_REFUSED_TOTAL,
+        "Client connections answered at once and closed, by the cap they hit"
+    );
     describe_gauge!(
         REDIS_CONNECTED,
         "1 while this process's Redis connection is up; 0 while it reconnects (degraded)"
@@ -218,6 +223,10 @@ pub fn job_returned() {
 pub fn set_queue_workers(live: i64) {
     #[allow(clippy::cast_precision_loss, reason = "counts far below 2^52")]
     metrics::gauge!(QUEUE_WORKERS_LIVE).set(live as f64);
+}
+
+pub fn connection_refused(cap: &'static str) {
+    metrics::counter!(HTTP_CONNECTIONS_REFUSED_TOTAL, "reason" => cap).increment(1);
 }
 
 pub fn set_redis_connected(connected: bool) {

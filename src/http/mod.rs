@@ -8,9 +8,10 @@ pub mod pagination;
 mod rate_limit;
 pub mod request_id;
 pub mod routes;
+pub mod serve;
 mod web;
 
-use std::{future::Future, net::SocketAddr, sync::Arc};
+use std::{future::Future, sync::Arc};
 
 use aide::{axum::ApiRouter, openapi::OpenApi};
 use axum::{
@@ -122,14 +123,19 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let hub = state.hub.clone();
-    axum::serve(
+    let mut limits = state.config.connections;
+    limits.max_connections = serve::fit_to_fd_limit(limits.max_connections);
+    let trusted = state.config.trusted_proxies.clone();
+    serve::serve_bounded(
         listener,
-        router(state).into_make_service_with_connect_info::<SocketAddr>(),
+        router(state),
+        limits,
+        trusted,
+        shutdown,
+        move || {
+            hub.close();
+        },
     )
-    .with_graceful_shutdown(async move {
-        shutdown.await;
-        hub.close();
-    })
     .await
 }
 

@@ -1,0 +1,205 @@
+//! Denial of service without logging in (issue #13): connections that send
+//! nothing or half a request, and more connections than the process can
+//! hold, against the real `docflow api` binary.
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use sqlx::PgPool;
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{TcpSocket, TcpStream},
+};
+
+use crate::helpers::{Deployment, Running, free_port, wait_until_live};
+
+/// Opens a connection to the API from `source` (any 127.x.y.z address is
+/// this machine), as a distinct client address would.
+async fn connect_from(source: [u8; 4], port: u16) -> TcpStream {
+    let socket = TcpSocket::new_v4().expect("socket");
+    socket
+        .bind((std::net::Ipv4Addr::from(source), 0).into())
+        .expect("bind");
+    socket
+        .connect(([127, 0, 0, 1], port).into())
+        .await
+        .expect("connect")
+}
+
+/// What the server sent before it closed the connection, or `None` if it
+/// is still open after `within`.
+async fn answer_and_close(stream: &mut TcpStream, within: Duration) -> Option<String> {
+    let mut received = Vec::new();
+    let deadline = Instant::now() + within;
+    loop {
+        let mut buffer = [0u8; 4096];
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, stream.read(&mut buffer)).await {
+            Err(_) => return None,
+            Ok(Ok(0) | Err(_)) => return Some(String::from_utf8_lossy(&received).into_owned()),
+            Ok(Ok(read)) => received.extend_from_slice(&buffer[..read]),
+        }
+    }
+}
+
+/// The status line and the JSON body of a refusal.
+fn refusal(answer: &str) -> (&str, Value) {
+    let status = answer.lines().next().unwrap_or_default();
+    let body = answer.split("\r\n\r\n").nth(1).unwrap_or_default();
+    (status, serde_json::from_str(body).unwrap_or(Value::Null))
+}
+
+async fn live_from(source: [u8; 4], port: u16) -> String {
+    let mut stream = connect_from(source, port).await;
+    stream
+        .write_all(b"GET /api/v1/health/live HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        .await
+        .expect("write");
+    answer_and_close(&mut stream, Duration::from_secs(10))
+        .await
+        .expect("answered")
+}
+
+fn api(deployment: &Deployment, port: u16, settings: &[(&str, &str)]) -> Running {
+    // No trusted proxy: every loopback address is a client of its own.
+    let mut all = vec![("TRUSTED_PROXIES", "192.0.2.1/32")];
+    all.extend_from_slice(settings);
+    deployment.start_with("api", port, &all)
+}
+
+#[sqlx::test]
+async fn silent_and_half_sent_connections_are_closed_at_the_header_deadline(db: PgPool) {
+    let deployment = Deployment::new(&db).await;
+    let port = free_port();
+    let _api = api(&deployment, port, &[("HTTP_HEADER_READ_TIMEOUT_SECS", "1")]);
+
+    let mut silent = connect_from([127, 0, 0, 1], port).await;
+    let mut half = connect_from([127, 0, 0, 1], port).await;
+    half.write_all(b"GET /api/v1/health/live HTTP/1.1\r\nhost: x\r\nx-slow: ")
+        .await
+        .expect("write");
+    let started = Instant::now();
+    assert!(
+        answer_and_close(&mut silent, Duration::from_secs(5))
+            .await
+            .is_some(),
+        "a connection that sends nothing is closed"
+    );
+    assert!(
+        answer_and_close(&mut half, Duration::from_secs(5))
+            .await
+            .is_some(),
+        "a half-sent header is closed"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // A keep-alive connection that goes idle after a request is closed too.
+    let mut idle = connect_from([127, 0, 0, 1], port).await;
+    idle.write_all(b"GET /api/v1/health/live HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .expect("write");
+    let answer = answer_and_close(&mut idle, Duration::from_secs(5))
+        .await
+        .expect("closed after its idle time");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}
+
+#[sqlx::test]
+async fn one_address_cannot_hold_more_than_its_share_of_connections(db: PgPool) {
+    let deployment = Deployment::new(&db).await;
+    let port = free_port();
+    let _api = api(
+        &deployment,
+        port,
+        &[
+            ("HTTP_MAX_CONNECTIONS_PER_IP", "50"),
+            ("HTTP_HEADER_READ_TIMEOUT_SECS", "60"),
+        ],
+    );
+    let attacker = [127, 0, 0, 7];
+    let mut held = Vec::new();
+    for _ in 0..50 {
+        held.push(connect_from(attacker, port).await);
+    }
+    // Accepted connections get no answer: they wait for a request.
+    assert!(
+        answer_and_close(&mut held[49], Duration::from_millis(300))
+            .await
+            .is_none()
+    );
+    let mut over = connect_from(attacker, port).await;
+    let answer = answer_and_close(&mut over, Duration::from_secs(5))
+        .await
+        .expect("refused at once");
+    let (status, body) = refusal(&answer);
+    assert_eq!(status, "HTTP/1.1 429 Too Many Requests", "{answer}");
+    assert_eq!(body["error"]["code"], "too_many_connections", "{answer}");
+    assert!(body["error"]["request_id"].is_string(), "{answer}");
+
+    // Everyone else is served meanwhile.
+    let other = live_from([127, 0, 0, 8], port).await;
+    assert!(other.starts_with("HTTP/1.1 200"), "{other}");
+
+    // Closing gives the places back.
+    held.clear();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let again = live_from(attacker, port).await;
+    assert!(again.starts_with("HTTP/1.1 200"), "{again}");
+}
+
+/// The process's file-descriptor limit is 1,024 and the configured cap far
+/// above it: the cap is lowered to fit (1,024 − 512 reserved), connections
+/// past it are refused with 503, and the process answers again as soon as
+/// they close: it never reaches "Too many open files".
+#[sqlx::test]
+async fn connections_past_the_process_limit_are_refused_not_fatal(db: PgPool) {
+    let deployment = Deployment::new(&db).await;
+    let port = free_port();
+    let inner = deployment.command("api", port);
+    let mut command = std::process::Command::new("prlimit");
+    command
+        .arg("--nofile=1024:1024")
+        .arg(inner.get_program())
+        .args(inner.get_args())
+        .envs(
+            inner
+                .get_envs()
+                .filter_map(|(key, value)| value.map(|value| (key, value))),
+        )
+        .env("TRUSTED_PROXIES", "192.0.2.1/32")
+        .env("HTTP_MAX_CONNECTIONS", "100000")
+        .env("HTTP_HEADER_READ_TIMEOUT_SECS", "60")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let _api = Running(command.spawn().expect("prlimit (util-linux)"));
+    wait_until_live(port);
+
+    // 600 silent connections from three addresses (200 each, under the
+    // per-address cap of 256): 512 fit, the rest are refused.
+    let mut held = Vec::new();
+    let mut refused = 0;
+    for n in 0..600u16 {
+        let source = [127, 0, 1, u8::try_from(n % 3).expect("small")];
+        let mut stream = connect_from(source, port).await;
+        if n >= 520 {
+            let answer = answer_and_close(&mut stream, Duration::from_secs(5))
+                .await
+                .expect("refused at once");
+            let (status, body) = refusal(&answer);
+            assert_eq!(status, "HTTP/1.1 503 Service Unavailable", "{answer}");
+            assert_eq!(body["error"]["code"], "overloaded", "{answer}");
+            refused += 1;
+        } else {
+            held.push(stream);
+        }
+    }
+    assert_eq!(refused, 80);
+    held.clear();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let live = live_from([127, 0, 2, 1], port).await;
+    assert!(live.starts_with("HTTP/1.1 200"), "{live}");
+}
