@@ -32,8 +32,20 @@ pub enum AuthError {
     /// A dependency we need for this operation (Redis) is down.
     #[error("{0} is unavailable")]
     Unavailable(&'static str),
+    /// Every password-hashing slot stayed busy: come back shortly.
+    #[error("too many sign-ins at once")]
+    Busy,
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
+}
+
+impl From<passwords::HashingError> for AuthError {
+    fn from(err: passwords::HashingError) -> Self {
+        match err {
+            passwords::HashingError::Busy => Self::Busy,
+            passwords::HashingError::Failed(reason) => Self::Internal(anyhow::anyhow!(reason)),
+        }
+    }
 }
 
 impl From<sqlx::Error> for AuthError {

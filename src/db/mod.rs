@@ -70,14 +70,21 @@ pub fn queue_pool(db: &PgPool) -> PgPool {
 /// the pool exhausted) rather than that a statement failed: callers answer
 /// 503, try again later, instead of 500.
 pub fn is_unavailable(err: &sqlx::Error) -> bool {
-    matches!(
-        err,
+    match err {
         sqlx::Error::PoolTimedOut
-            | sqlx::Error::PoolClosed
-            | sqlx::Error::Io(_)
-            | sqlx::Error::Tls(_)
-            | sqlx::Error::WorkerCrashed
-    )
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::WorkerCrashed => true,
+        // Connection exceptions (class 08), operator intervention (57: a
+        // shutdown or restart terminated the session, or the server is
+        // still starting) and too many connections (53300): the server,
+        // not the statement, is the problem, and a retry later may pass.
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+            code.starts_with("08") || code.starts_with("57") || code == "53300"
+        }),
+        _ => false,
+    }
 }
 
 /// One round trip, for readiness probes.

@@ -217,6 +217,13 @@ impl From<AuthError> for ApiError {
                 "dependency_unavailable",
                 format!("{what} is temporarily unavailable; try again shortly."),
             ),
+            AuthError::Busy => Self {
+                retry_after: Some(Duration::from_secs(1)),
+                ..Self::unavailable(
+                    "overloaded",
+                    "Too many sign-ins are being checked at once; retry after the seconds in Retry-After.",
+                )
+            },
             AuthError::Internal(cause) => Self::internal(cause),
         }
     }

@@ -203,3 +203,99 @@ async fn connections_past_the_process_limit_are_refused_not_fatal(db: PgPool) {
     let live = live_from([127, 0, 2, 1], port).await;
     assert!(live.starts_with("HTTP/1.1 200"), "{live}");
 }
+
+/// A session Postgres terminates (a restart, `pg_terminate_backend`) is an
+/// outage the client may retry, 503, never our bug, 500.
+#[sqlx::test]
+async fn a_terminated_database_session_is_unavailable_not_a_bug(db: PgPool) {
+    let mut connection = db.acquire().await.expect("connection");
+    let err = sqlx::query("SELECT pg_terminate_backend(pg_backend_pid())")
+        .execute(&mut *connection)
+        .await
+        .expect_err("the session ends");
+    assert!(docflow::db::is_unavailable(&err), "{err:?}");
+    let answer = docflow::http::error::ApiError::database(err);
+    assert_eq!(answer.status(), reqwest::StatusCode::SERVICE_UNAVAILABLE);
+}
+
+/// The peak resident memory of process `pid`, in KiB.
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|value| value.trim().trim_end_matches(" kB").trim().parse().ok())
+        .expect("VmHWM")
+}
+
+/// 96 logins at once for unknown emails (each verifies against a dummy
+/// hash, ~19 MiB of Argon2 memory): hashing runs on one slot per core, so
+/// the process's peak memory grows by a few hashes' worth, not 96.
+#[sqlx::test]
+async fn concurrent_logins_keep_memory_bounded(db: PgPool) {
+    let deployment = Deployment::new(&db).await;
+    let port = free_port();
+    let api = api(
+        &deployment,
+        port,
+        &[("AUTH_RATE_LIMIT_PER_MINUTE", "100000")],
+    );
+    let base = format!("http://127.0.0.1:{port}");
+    let client = crate::helpers::client();
+    // Warm: one login, so the idle peak includes the first hash.
+    let warm = client
+        .post(format!("{base}/api/v1/auth/login"))
+        .json(&serde_json::json!({"email": "nobody@example.com", "password": "whatever-123"}))
+        .send()
+        .await
+        .expect("login");
+    assert_eq!(warm.status(), reqwest::StatusCode::UNAUTHORIZED);
+    let before = peak_rss_kib(api.0.id());
+
+    let logins = (0..96).map(|n| {
+        let client = client.clone();
+        let url = format!("{base}/api/v1/auth/login");
+        async move {
+            client
+                .post(url)
+                .json(&serde_json::json!({"email": format!("nobody{n}@example.com"), "password": "whatever-123"}))
+                .send()
+                .await
+                .expect("login")
+                .status()
+        }
+    });
+    let statuses = futures_util::future::join_all(logins).await;
+    let after = peak_rss_kib(api.0.id());
+    // Each is either checked (401) or told to come back (503 overloaded).
+    assert!(
+        statuses
+            .iter()
+            .all(|status| *status == reqwest::StatusCode::UNAUTHORIZED
+                || *status == reqwest::StatusCode::SERVICE_UNAVAILABLE),
+        "{statuses:?}"
+    );
+    assert!(
+        statuses.contains(&reqwest::StatusCode::UNAUTHORIZED),
+        "{statuses:?}"
+    );
+    eprintln!(
+        "96 concurrent logins: peak RSS {before} -> {after} KiB; {} answered 401, {} 503",
+        statuses
+            .iter()
+            .filter(|s| **s == reqwest::StatusCode::UNAUTHORIZED)
+            .count(),
+        statuses
+            .iter()
+            .filter(|s| **s == reqwest::StatusCode::SERVICE_UNAVAILABLE)
+            .count()
+    );
+    let cores = std::thread::available_parallelism().map_or(2, usize::from) as u64;
+    // Argon2's 19 MiB per slot, plus room for the requests themselves.
+    let ceiling = cores * 20 * 1024 + 64 * 1024;
+    assert!(
+        after - before < ceiling,
+        "peak grew {} KiB (before {before} KiB, ceiling {ceiling} KiB)",
+        after - before
+    );
+}
