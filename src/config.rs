@@ -139,6 +139,10 @@ pub struct Config {
     /// Live status streams: the longest one stream stays open (the browser
     /// then reconnects with Last-Event-ID) and the keepalive interval.
     pub sse_max_stream: Duration,
+    /// Live status streams one user may hold open in one API process.
+    pub sse_max_streams_per_user: usize,
+    /// Live status streams one API process holds open in all.
+    pub sse_max_streams: usize,
     pub sse_keepalive: Duration,
     /// Lifetime of a job-scoped stream token (for browsers' EventSource).
     pub stream_token_ttl: Duration,
@@ -346,6 +350,14 @@ impl Config {
         let extract_timeout = positive_secs("EXTRACT_TIMEOUT_SECS", 180)?;
         let ocr_timeout = positive_secs("OCR_TIMEOUT_SECS", 60)?;
         let sse_max_stream = positive_secs("SSE_MAX_STREAM_SECS", 60)?;
+        let sse_max_streams_per_user: usize = env.parsed_or("SSE_MAX_STREAMS_PER_USER", 32)?;
+        let sse_max_streams: usize = env.parsed_or("SSE_MAX_STREAMS", 10_000)?;
+        if sse_max_streams_per_user == 0 || sse_max_streams == 0 {
+            return Err(ConfigError::new(
+                "SSE_MAX_STREAMS_PER_USER",
+                "SSE_MAX_STREAMS_PER_USER and SSE_MAX_STREAMS must be positive",
+            ));
+        }
         let sse_keepalive = positive_secs("SSE_KEEPALIVE_SECS", 15)?;
         let stream_token_ttl = positive_secs("STREAM_TOKEN_TTL_SECS", 60)?;
         let otlp_endpoint = env
@@ -420,6 +432,8 @@ impl Config {
             extract_timeout,
             ocr_timeout,
             sse_max_stream,
+            sse_max_streams_per_user,
+            sse_max_streams,
             sse_keepalive,
             stream_token_ttl,
             otlp_endpoint,

@@ -96,6 +96,13 @@ impl ApiError {
         }
     }
 
+    /// Tells the client when to come back (`Retry-After`, whole seconds).
+    #[must_use]
+    pub fn with_retry_after(mut self, after: Duration) -> Self {
+        self.retry_after = Some(after);
+        self
+    }
+
     pub fn unavailable(code: &'static str, message: impl Into<String>) -> Self {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, code, message)
     }

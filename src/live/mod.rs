@@ -14,6 +14,7 @@
 //!   once. While the hub is disconnected from Redis it polls Postgres every
 //!   second, and it re-reads when the subscription comes back.
 
+pub mod admission;
 pub mod fanout;
 pub mod stream;
 
@@ -92,6 +93,7 @@ pub struct Hub {
 
 struct HubInner {
     jobs: Mutex<HashMap<JobId, broadcast::Sender<Arc<StatusEvent>>>>,
+    streams: admission::Admission,
     health: watch::Sender<Health>,
     closed: CancellationToken,
 }
@@ -103,6 +105,7 @@ impl Hub {
         Self {
             inner: Arc::new(HubInner {
                 jobs: Mutex::new(HashMap::new()),
+                streams: admission::Admission::default(),
                 health: watch::Sender::new(Health {
                     connected,
                     epoch: 0,
@@ -110,6 +113,16 @@ impl Hub {
                 closed: CancellationToken::new(),
             }),
         }
+    }
+
+    /// Admits one more stream of `user`'s, within `caps`; its place is
+    /// given back when the returned guard drops.
+    pub fn admit(
+        &self,
+        user: crate::domain::UserId,
+        caps: admission::StreamCaps,
+    ) -> Result<admission::Admitted, admission::Refused> {
+        self.inner.streams.admit(user, caps)
     }
 
     /// Starts receiving `job_id`'s events; stops when the subscription drops.

@@ -36,28 +36,36 @@ pub enum Start {
 ///
 /// The caller subscribes (`Hub::subscribe`) before this reads Postgres: an
 /// event committed in between is then both read and received, and the
-/// second copy is dropped by `seq`. The stream ends after a terminal event,
-/// at `max_duration`, or when the hub closes; a job that is already finished
-/// yields its final event and ends.
+/// second copy is dropped by `seq`. The stream ends after the job's latest
+/// event if that is terminal (an earlier `failed` followed by a requeue does
+/// not end it), at `max_duration`, or when the hub closes; a job that is
+/// already finished yields its final event and ends. `None`: the client's
+/// Last-Event-ID already is the final event, so there is nothing to send
+/// (the handler answers 204, which stops EventSource's reconnects).
 pub async fn follow(
     mut subscription: Subscription,
     db: PgPool,
     start: Start,
     limits: StreamLimits,
-) -> Result<impl Stream<Item = StatusEvent> + Send + 'static, sqlx::Error> {
+) -> Result<Option<impl Stream<Item = StatusEvent> + Send + 'static>, sqlx::Error> {
     let hub = subscription.hub.clone();
     let job_id = subscription.job_id;
     let mut health = hub.health();
     health.borrow_and_update();
-    let (mut pending, mut last_seq) = initial_events(&db, job_id, start).await?;
+    let Some((mut pending, mut last_seq)) = initial_events(&db, job_id, start).await? else {
+        return Ok(None);
+    };
 
-    Ok(async_stream::stream! {
+    Ok(Some(async_stream::stream! {
         let deadline = tokio::time::sleep(limits.max_duration);
         tokio::pin!(deadline);
         let mut safety = tokio::time::interval_at(Instant::now() + limits.safety_poll, limits.safety_poll);
         let mut fallback = tokio::time::interval(FALLBACK_POLL);
         fallback.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            // A terminal event ends the stream only if nothing follows it:
+            // a job failed, then requeued, has its old `failed` in history.
+            let newest = pending.iter().map(|event| event.seq).max().unwrap_or(last_seq);
             for event in pending.drain(..) {
                 // Events arrive in order; anything at or below the last sent
                 // one is a copy (read and received, or re-read).
@@ -65,9 +73,9 @@ pub async fn follow(
                     continue;
                 }
                 last_seq = event.seq;
-                let terminal = event.is_terminal();
+                let ends = event.is_terminal() && event.seq >= newest;
                 yield event;
-                if terminal {
+                if ends {
                     return;
                 }
             }
@@ -105,7 +113,7 @@ pub async fn follow(
                 },
             }
         }
-    })
+    }))
 }
 
 enum Next {
@@ -116,29 +124,26 @@ enum Next {
 }
 
 /// What a stream sends before it follows live events, and the `seq` it
-/// counts as already delivered.
+/// counts as already delivered; `None` when the client has seen the job's
+/// final event.
 async fn initial_events(
     db: &PgPool,
     job_id: JobId,
     start: Start,
-) -> Result<(Vec<StatusEvent>, i32), sqlx::Error> {
+) -> Result<Option<(Vec<StatusEvent>, i32)>, sqlx::Error> {
     let Some(latest) = db::job_events::latest(db, job_id).await? else {
-        return Ok((Vec::new(), 0));
+        return Ok(Some((Vec::new(), 0)));
     };
     let latest = StatusEvent::from(latest);
-    Ok(match start {
+    Ok(Some(match start {
         Start::After(seen) if seen < latest.seq => {
             let missed = db::job_events::list_after(db, job_id, seen).await?;
             (missed.into_iter().map(StatusEvent::from).collect(), seen)
         }
-        // Up to date with a finished job: its final event again (same id),
-        // so a reconnect learns that the job is over instead of waiting.
-        Start::After(seen) if seen == latest.seq && latest.is_terminal() => {
-            let seq = latest.seq;
-            (vec![latest], seq - 1)
-        }
+        // Up to date with a finished job: nothing more will come.
+        Start::After(seen) if seen == latest.seq && latest.is_terminal() => return Ok(None),
         Start::After(seen) if seen == latest.seq => (Vec::new(), seen),
         // No id, or one we never issued: the current state.
         Start::After(_) | Start::Snapshot => (vec![latest], 0),
-    })
+    }))
 }

@@ -155,6 +155,77 @@ async fn a_failing_job_streams_its_error_and_ends(db: PgPool) {
     );
     let error = events[2].data["error"].as_str().expect("error");
     assert!(error.contains("not a readable PDF"), "{error}");
+
+    // An admin requeues it; it fails again. A client resuming from before
+    // the first failure reaches the current state: the old `failed` is
+    // history, not the end.
+    let admin = app.signed_in("root@example.com").await;
+    docflow::db::users::set_role(
+        &app.db,
+        &docflow::domain::Email::parse("root@example.com").expect("email"),
+        docflow::domain::Role::Admin,
+    )
+    .await
+    .expect("role");
+    let requeued = app
+        .client
+        .post(app.url(&format!("/api/v1/admin/failed-jobs/{job}/requeue")))
+        .bearer_auth(&admin.access)
+        .send()
+        .await
+        .expect("requeue");
+    assert_eq!(requeued.status(), StatusCode::OK);
+    let mut stream = SseReader::new(open_stream(&app.base, &tokens, &job, Some("2")).await);
+    let statuses: Vec<String> = summary(&stream.rest(WITHIN).await, &job)
+        .into_iter()
+        .map(|(_, status, _)| status)
+        .collect();
+    assert_eq!(
+        statuses,
+        ["failed", "requeued", "processing", "failed"],
+        "through the requeue to the current end"
+    );
+}
+
+/// One user cannot hold more than SSE_MAX_STREAMS_PER_USER streams in one
+/// process; others are not affected, and closing one frees its place.
+#[sqlx::test]
+async fn a_user_holds_at_most_their_share_of_streams(db: PgPool) {
+    let app = TestApp::spawn_with(db, &[("SSE_MAX_STREAMS_PER_USER", "3")]).await;
+    let tokens = app.signed_in("hoarder@example.com").await;
+    let document = upload_text(&app, &tokens, "Watched a lot.").await;
+    let job = create_job(&app.base, &tokens, &document).await;
+    let mut open = Vec::new();
+    for _ in 0..3 {
+        let response = open_stream(&app.base, &tokens, &job, None).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        open.push(response);
+    }
+    let refused = open_stream(&app.base, &tokens, &job, None).await;
+    assert!(refused.headers().contains_key("retry-after"));
+    crate::helpers::assert_error(refused, StatusCode::TOO_MANY_REQUESTS, "too_many_streams").await;
+
+    let other = app.signed_in("other@example.com").await;
+    let document = upload_text(&app, &other, "Mine.").await;
+    let theirs = create_job(&app.base, &other, &document).await;
+    assert_eq!(
+        open_stream(&app.base, &other, &theirs, None).await.status(),
+        StatusCode::OK
+    );
+
+    drop(open.pop());
+    let deadline = Instant::now() + WITHIN;
+    loop {
+        let response = open_stream(&app.base, &tokens, &job, None).await;
+        if response.status() == StatusCode::OK {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "a closed stream gives its place back"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 #[sqlx::test]
@@ -174,8 +245,6 @@ async fn resuming_with_last_event_id_sends_exactly_the_missing_events(db: PgPool
             vec![(2, "processing".to_owned(), 1), (3, "succeeded".into(), 1)],
         ),
         ("2", vec![(3, "succeeded".into(), 1)]),
-        // Up to date with a finished job: the final event again, then the end.
-        ("3", vec![(3, "succeeded".into(), 1)]),
     ] {
         let mut stream =
             SseReader::new(open_stream(&app.base, &tokens, &job, Some(last_seen)).await);
@@ -185,6 +254,11 @@ async fn resuming_with_last_event_id_sends_exactly_the_missing_events(db: PgPool
             "after {last_seen}"
         );
     }
+
+    // Up to date with a finished job: nothing follows, 204 (EventSource
+    // stops reconnecting on it).
+    let finished = open_stream(&app.base, &tokens, &job, Some("3")).await;
+    assert_eq!(finished.status(), StatusCode::NO_CONTENT);
 
     // The query parameter, for EventSource reconnects with a new token.
     let mut stream = SseReader::new(
@@ -297,7 +371,8 @@ async fn an_event_committed_while_the_stream_connects_is_reported_once(db: PgPoo
     let mut events = Box::pin(
         stream::follow(subscription, db.clone(), Start::Snapshot, limits)
             .await
-            .expect("follow"),
+            .expect("follow")
+            .expect("a stream"),
     );
     let first = events.next().await.expect("snapshot");
     assert_eq!((first.seq, first.status.as_str()), (2, "processing"));
@@ -325,6 +400,7 @@ async fn an_event_committed_while_the_stream_connects_is_reported_once(db: PgPoo
         stream::follow(subscription, db.clone(), Start::After(1), limits)
             .await
             .expect("follow")
+            .expect("a stream")
             .map(|e| e.seq)
             .collect::<Vec<_>>(),
     )
@@ -352,7 +428,8 @@ async fn a_live_gap_is_filled_from_postgres_in_order(db: PgPool) {
     let mut events = Box::pin(
         stream::follow(hub.subscribe(job), db.clone(), Start::Snapshot, limits)
             .await
-            .expect("follow"),
+            .expect("follow")
+            .expect("a stream"),
     );
     assert_eq!(
         events.next().await.expect("snapshot").status,

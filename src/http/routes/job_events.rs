@@ -41,6 +41,7 @@ use crate::{
     },
     live::{
         StatusEvent,
+        admission::{Admitted, Refused, StreamCaps},
         stream::{self, Start, StreamLimits},
     },
 };
@@ -72,6 +73,23 @@ async fn job_events(
     let job_id = JobId(path.id);
     let owner = stream_caller(&state, &headers, params.token.as_deref(), job_id).await?;
     state.jobs.get(owner, job_id).await?;
+    let caps = StreamCaps {
+        per_user: state.config.sse_max_streams_per_user,
+        total: state.config.sse_max_streams,
+    };
+    let admitted = state.hub.admit(owner, caps).map_err(|refused| {
+        let message = match refused {
+            Refused::PerUser => format!(
+                "You have {} live status streams open, the most allowed; close one first.",
+                caps.per_user
+            ),
+            Refused::Total => "This server holds as many live status streams as it can; \
+                               retry shortly."
+                .to_owned(),
+        };
+        ApiError::new(StatusCode::TOO_MANY_REQUESTS, "too_many_streams", message)
+            .with_retry_after(Duration::from_secs(5))
+    })?;
     if params.last_event_id.is_some_and(|seq| seq < 0) {
         return Err(invalid_last_event_id());
     }
@@ -88,7 +106,10 @@ async fn job_events(
     let events = stream::follow(subscription, state.db.clone(), start, limits)
         .await
         .map_err(ApiError::database)?;
-    Ok(EventStream::new(events, state.config.sse_keepalive))
+    Ok(match events {
+        Some(events) => EventStream::new(events, admitted, state.config.sse_keepalive),
+        None => EventStream::finished(),
+    })
 }
 
 /// The job's owner, from a stream token (good for its one job only) or a
@@ -146,17 +167,24 @@ fn events_docs(op: TransformOperation) -> TransformOperation {
                 "A `text/event-stream` of `status` events, each with `id: <seq>` and a JSON \
                  `data` payload. First the current state (or, with `Last-Event-ID`, every event \
                  after that id), then each change as it commits; the stream ends after \
-                 `succeeded` or `failed`, and after SSE_MAX_STREAM_SECS (reconnect with \
+                 the job's final event (`succeeded`, `failed`, `cancelled`; an earlier \
+                 `failed` that a requeue followed does not end it), and after SSE_MAX_STREAM_SECS (reconnect with \
                  `Last-Event-ID` to resume without gaps or repeats). A comment every \
-                 SSE_KEEPALIVE_SECS keeps proxies from closing it. Authenticate with the \
+                 SSE_KEEPALIVE_SECS keeps proxies from closing it. A reconnect whose \
+                 `Last-Event-ID` is already the final event gets 204 (EventSource then stops \
+                 reconnecting). One user may hold SSE_MAX_STREAMS_PER_USER streams per \
+                 server (429 `too_many_streams` past it). Authenticate with the \
                  Authorization header or, from a browser, `?token=` from `POST \
                  /jobs/{id}/stream-token`.",
             )
             .security_requirement(crate::http::extract::BEARER_SCHEME)
+            .response_with::<204, (), _>(|r| {
+                r.description("The Last-Event-ID given is the job's final event: nothing follows")
+            })
             .response_with::<401, ApiError, _>(|r| {
                 r.description("Missing, invalid, expired or revoked token")
             }),
-        &[400, 404],
+        &[400, 404, 429],
     )
 }
 
@@ -205,12 +233,22 @@ fn token_docs(op: TransformOperation) -> TransformOperation {
 pub struct EventStream(Response);
 
 impl EventStream {
-    fn new(events: impl Stream<Item = StatusEvent> + Send + 'static, keepalive: Duration) -> Self {
+    /// The client already has the job's final event: 204, which makes
+    /// EventSource stop reconnecting.
+    fn finished() -> Self {
+        Self(StatusCode::NO_CONTENT.into_response())
+    }
+
+    fn new(
+        events: impl Stream<Item = StatusEvent> + Send + 'static,
+        admitted: Admitted,
+        keepalive: Duration,
+    ) -> Self {
         let mut first = true;
         // Counted while the response body lives: dropped with the stream.
         let gauge = crate::metrics::StreamGauge::open();
         let frames = events.map(move |event| {
-            let _counted = &gauge;
+            let _counted = (&gauge, &admitted);
             let mut frame = Event::default().event("status").id(event.seq.to_string());
             if std::mem::take(&mut first) {
                 // Reconnect quickly after the stream's time cap.

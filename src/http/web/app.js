@@ -166,7 +166,7 @@ async function open(watch) {
     const event = JSON.parse(message.data);
     watch.lastEventId = message.lastEventId;
     setStatus(event.status, event);
-    if (event.status === "succeeded" || event.status === "failed") {
+    if (event.status === "succeeded" || event.status === "failed" || event.status === "cancelled") {
       watch.done = true;
       source.close();
       showOutcome(watch.jobId, event);
@@ -196,6 +196,10 @@ function setStatus(status, event) {
 async function showOutcome(jobId, event) {
   if (event.status === "failed") {
     show(`Processing failed: ${event.error || "no reason given"}`);
+    return;
+  }
+  if (event.status === "cancelled") {
+    show("The job was cancelled.");
     return;
   }
   try {
