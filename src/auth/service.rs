@@ -150,7 +150,7 @@ impl AuthService {
             refresh_expires_at,
         )
         .await?;
-        let (access_token, access) = self.keys.issue_access(user_id, now)?;
+        let (access_token, access) = self.keys.issue_access(user_id, family_id, now)?;
         Ok(Session {
             access_token,
             access_expires_at: access.expires_at,
@@ -180,6 +180,11 @@ impl AuthService {
                 revoked,
                 "refresh token reuse detected; revoked its family"
             );
+            // The access tokens the family issued die with it. Best effort:
+            // the thief's refresh token is dead in Postgres either way.
+            if let Err(err) = self.block_session(row.family_id).await {
+                tracing::error!(error = %err, family_id = %row.family_id, "cannot block the reused session's access tokens");
+            }
             return Err(AuthError::RefreshTokenReused);
         }
         let now = Utc::now();
@@ -203,7 +208,7 @@ impl AuthService {
         .await?;
         tx.commit().await?;
 
-        let (access_token, access) = self.keys.issue_access(row.user_id, now)?;
+        let (access_token, access) = self.keys.issue_access(row.user_id, row.family_id, now)?;
         Ok(Session {
             access_token,
             access_expires_at: access.expires_at,
@@ -219,7 +224,7 @@ impl AuthService {
     /// during a Redis outage would turn a cache failure into a full outage.
     pub async fn authenticate(&self, access_token: &str) -> Result<AccessClaims, AuthError> {
         let claims = self.keys.verify_access(access_token)?;
-        self.ensure_not_blocked(claims.jti).await?;
+        self.ensure_not_blocked(claims.session).await?;
         Ok(claims)
     }
 
@@ -244,8 +249,10 @@ impl AuthService {
         Ok(claims)
     }
 
-    async fn ensure_not_blocked(&self, jti: Uuid) -> Result<(), AuthError> {
-        match self.ephemeral.is_token_blocked(&jti.to_string()).await {
+    /// Whether `session` was revoked (one blocklist key per session: a
+    /// logout or reuse ends every access and stream token it issued).
+    async fn ensure_not_blocked(&self, session: Uuid) -> Result<(), AuthError> {
+        match self.ephemeral.is_token_blocked(&session.to_string()).await {
             Ok(true) => Err(AuthError::InvalidToken),
             Ok(false) => Ok(()),
             Err(err) => {
@@ -255,37 +262,44 @@ impl AuthService {
         }
     }
 
-    /// Blocks the access token for the rest of its life and, when given,
-    /// revokes the refresh token's whole family (the session).
+    /// Ends the session: its refresh tokens are revoked in Postgres and
+    /// every access and stream token it issued (older ones included) is
+    /// blocked until the last of them expires. A refresh token, when given,
+    /// must be the caller's; its family is revoked too (for access tokens
+    /// from before sessions were named).
     pub async fn logout(
         &self,
         access: &AccessClaims,
         refresh_token: Option<&str>,
     ) -> Result<(), AuthError> {
+        let mut tx = self.db.begin().await?;
         if let Some(refresh_token) = refresh_token {
             let claims = self.keys.verify_refresh(refresh_token)?;
             if claims.user_id != access.user_id {
                 return Err(AuthError::InvalidToken);
             }
-            let mut tx = self.db.begin().await?;
             if let Some(row) = db::refresh_tokens::lock(&mut tx, claims.jti).await? {
                 db::refresh_tokens::revoke_family(&mut *tx, row.family_id).await?;
             }
-            tx.commit().await?;
         }
-        // Past the expiry by the validation leeway: until then the token
-        // (and stream tokens issued under it) would still be accepted.
-        let remaining = (access.expires_at - Utc::now())
-            .to_std()
-            .unwrap_or_default()
-            + super::tokens::LEEWAY;
+        db::refresh_tokens::revoke_family(&mut *tx, access.session).await?;
+        tx.commit().await?;
+        self.block_session(access.session).await.map_err(|err| {
+            tracing::error!(error = %err, "cannot block the session on logout");
+            AuthError::Unavailable("the token blocklist")
+        })
+    }
+
+    /// Blocks every access and stream token of `session` for as long as
+    /// any can live: the newest was issued at most now, so it expires
+    /// within the access lifetime (plus the validation leeway).
+    async fn block_session(&self, session: Uuid) -> Result<(), crate::ephemeral::EphemeralError> {
         self.ephemeral
-            .block_token(&access.jti.to_string(), remaining)
+            .block_token(
+                &session.to_string(),
+                super::tokens::ACCESS_TOKEN_TTL + super::tokens::LEEWAY,
+            )
             .await
-            .map_err(|err| {
-                tracing::error!(error = %err, "cannot block access token on logout");
-                AuthError::Unavailable("the token blocklist")
-            })
     }
 
     pub async fn current_user(&self, access: &AccessClaims) -> Result<User, AuthError> {

@@ -31,14 +31,15 @@ struct Claims {
     typ: TokenType,
     iat: i64,
     exp: i64,
-    /// Refresh tokens only: the login this token descends from.
+    /// Refresh and access tokens: the session (login) they descend from,
+    /// the unit a logout or a detected refresh-token reuse revokes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     fam: Option<Uuid>,
     /// Stream tokens only: the one job they open.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     job: Option<Uuid>,
-    /// Stream tokens only: the access token (session) they were issued
-    /// under, so logging out also ends them.
+    /// Stream tokens only: the session they were issued under, so
+    /// revoking it also ends them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     sid: Option<Uuid>,
 }
@@ -48,6 +49,10 @@ struct Claims {
 pub struct AccessClaims {
     pub user_id: UserId,
     pub jti: Uuid,
+    /// The session it belongs to (its login's refresh-token family). Access
+    /// tokens issued before sessions were named carry none: their own
+    /// `jti` stands for their session then.
+    pub session: Uuid,
     pub expires_at: DateTime<Utc>,
 }
 
@@ -63,7 +68,7 @@ pub struct RefreshClaims {
 pub struct StreamClaims {
     pub user_id: UserId,
     pub job_id: JobId,
-    /// The `jti` of the access token it was issued under.
+    /// The session of the access token it was issued under.
     pub session: Uuid,
 }
 
@@ -99,6 +104,7 @@ impl TokenKeys {
     pub fn issue_access(
         &self,
         user_id: UserId,
+        session: Uuid,
         now: DateTime<Utc>,
     ) -> anyhow::Result<(String, AccessClaims)> {
         let jti = Uuid::new_v4();
@@ -109,7 +115,7 @@ impl TokenKeys {
             typ: TokenType::Access,
             iat: now.timestamp(),
             exp: expires_at.timestamp(),
-            fam: None,
+            fam: Some(session),
             job: None,
             sid: None,
         })?;
@@ -118,6 +124,7 @@ impl TokenKeys {
             AccessClaims {
                 user_id,
                 jti,
+                session,
                 expires_at,
             },
         ))
@@ -164,7 +171,7 @@ impl TokenKeys {
             exp: expires_at.timestamp(),
             fam: None,
             job: Some(job_id.0),
-            sid: Some(access.jti),
+            sid: Some(access.session),
         })?;
         Ok((token, expires_at))
     }
@@ -183,6 +190,7 @@ impl TokenKeys {
         Ok(AccessClaims {
             user_id: UserId(claims.sub),
             jti: claims.jti,
+            session: claims.fam.unwrap_or(claims.jti),
             expires_at: DateTime::from_timestamp(claims.exp, 0).ok_or(TokenError::Invalid)?,
         })
     }
@@ -230,8 +238,10 @@ mod tests {
     fn access_round_trip_and_type_confusion() {
         let keys = TokenKeys::new(SECRET).expect("keys");
         let user = UserId(Uuid::new_v4());
-        let (access, claims) = keys.issue_access(user, Utc::now()).expect("issue");
-        assert_eq!(keys.verify_access(&access).expect("valid").jti, claims.jti);
+        let session = Uuid::new_v4();
+        let (access, claims) = keys.issue_access(user, session, Utc::now()).expect("issue");
+        let verified = keys.verify_access(&access).expect("valid");
+        assert_eq!((verified.jti, verified.session), (claims.jti, session));
         assert!(matches!(
             keys.verify_refresh(&access),
             Err(TokenError::Invalid)
@@ -251,7 +261,10 @@ mod tests {
             .expect("issue");
         let verified = keys.verify_stream(&stream).expect("valid");
         assert_eq!(verified.job_id, job);
-        assert_eq!(verified.session, claims.jti);
+        assert_eq!(
+            verified.session, session,
+            "a stream token names its session"
+        );
         assert!(matches!(
             keys.verify_access(&stream),
             Err(TokenError::Invalid)
@@ -267,20 +280,26 @@ mod tests {
         let keys = TokenKeys::new(SECRET).expect("keys");
         let user = UserId(Uuid::new_v4());
         let long_ago = Utc::now() - chrono::Duration::hours(1);
-        let (expired, _) = keys.issue_access(user, long_ago).expect("issue");
+        let (expired, _) = keys
+            .issue_access(user, Uuid::new_v4(), long_ago)
+            .expect("issue");
         assert!(matches!(
             keys.verify_access(&expired),
             Err(TokenError::Expired)
         ));
 
         let other = TokenKeys::new(b"another-secret-another-secret-xx").expect("keys");
-        let (foreign, _) = other.issue_access(user, Utc::now()).expect("issue");
+        let (foreign, _) = other
+            .issue_access(user, Uuid::new_v4(), Utc::now())
+            .expect("issue");
         assert!(matches!(
             keys.verify_access(&foreign),
             Err(TokenError::Invalid)
         ));
 
-        let (valid, _) = keys.issue_access(user, Utc::now()).expect("issue");
+        let (valid, _) = keys
+            .issue_access(user, Uuid::new_v4(), Utc::now())
+            .expect("issue");
         let payload = valid.split('.').nth(1).expect("payload");
         let none_header = URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT"}"#);
         let unsigned = format!("{none_header}.{payload}.");

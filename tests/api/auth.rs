@@ -162,7 +162,20 @@ async fn refresh_rotates_and_reuse_revokes_the_family(db: PgPool) {
         .await;
     assert_error(reuse, StatusCode::UNAUTHORIZED, "refresh_token_reused").await;
 
-    // ...which revoked the whole family, including the legitimate successor.
+    // ...which revoked the whole session: the access tokens it issued, the
+    // first and the successor's, stop working at once (not in 15 minutes)...
+    for access in [
+        first.access.as_str(),
+        second["access_token"].as_str().expect("access"),
+    ] {
+        assert_error(
+            app.me(access).await,
+            StatusCode::UNAUTHORIZED,
+            "invalid_token",
+        )
+        .await;
+    }
+    // ...and the legitimate successor's refresh token.
     let successor = app
         .post_json(
             "/api/v1/auth/refresh",
@@ -205,7 +218,27 @@ async fn an_access_token_is_not_a_refresh_token(db: PgPool) {
 #[sqlx::test]
 async fn logout_blocks_the_access_token_and_ends_the_session(db: PgPool) {
     let app = TestApp::spawn(db).await;
-    let tokens = app.signed_in("grace@example.com").await;
+    let before_refresh = app.signed_in("grace@example.com").await;
+    // The session refreshed once: its older access token is still unexpired.
+    let refreshed: Value = app
+        .post_json(
+            "/api/v1/auth/refresh",
+            &json!({"refresh_token": before_refresh.refresh}),
+        )
+        .await
+        .json()
+        .await
+        .expect("json");
+    let tokens = crate::helpers::Tokens {
+        access: refreshed["access_token"]
+            .as_str()
+            .expect("access")
+            .to_owned(),
+        refresh: refreshed["refresh_token"]
+            .as_str()
+            .expect("refresh")
+            .to_owned(),
+    };
     let other_session = app.login("grace@example.com", PASSWORD).await;
     let other_session: Value = other_session.json().await.expect("json");
 
@@ -219,12 +252,15 @@ async fn logout_blocks_the_access_token_and_ends_the_session(db: PgPool) {
         .expect("request");
     assert_eq!(response.status(), StatusCode::NO_CONTENT);
 
-    assert_error(
-        app.me(&tokens.access).await,
-        StatusCode::UNAUTHORIZED,
-        "invalid_token",
-    )
-    .await;
+    // Every access token of the session ends, the older one too.
+    for access in [&tokens.access, &before_refresh.access] {
+        assert_error(
+            app.me(access).await,
+            StatusCode::UNAUTHORIZED,
+            "invalid_token",
+        )
+        .await;
+    }
     let refresh = app
         .post_json(
             "/api/v1/auth/refresh",
@@ -237,7 +273,7 @@ async fn logout_blocks_the_access_token_and_ends_the_session(db: PgPool) {
     let other_access = other_session["access_token"].as_str().expect("access");
     assert_eq!(app.me(other_access).await.status(), StatusCode::OK);
 
-    // Logout without a body only blocks the access token.
+    // Logout without a body ends its session just the same.
     let response = app
         .client
         .post(app.url("/api/v1/auth/logout"))
@@ -258,7 +294,7 @@ async fn logout_blocks_the_access_token_and_ends_the_session(db: PgPool) {
             &json!({"refresh_token": other_session["refresh_token"]}),
         )
         .await;
-    assert_eq!(refresh.status(), StatusCode::OK);
+    assert_error(refresh, StatusCode::UNAUTHORIZED, "invalid_token").await;
 }
 
 #[sqlx::test]

@@ -62,7 +62,9 @@ pub struct RefreshRequest {
 
 #[derive(Deserialize, JsonSchema)]
 pub struct LogoutRequest {
-    /// Also end this session: its refresh token and all rotated from it.
+    /// Optional: the session's refresh token (it must be the caller's). The
+    /// session ends either way; tokens issued before sessions were named
+    /// need it to end their refresh tokens too.
     pub refresh_token: Option<String>,
 }
 
@@ -187,7 +189,7 @@ async fn logout(
 fn logout_docs(op: TransformOperation) -> TransformOperation {
     error_responses(
         op.id("logout")
-            .summary("Revoke the access token, and optionally the session's refresh tokens")
+            .summary("End the session: every access, stream and refresh token it issued")
             .response::<204, ()>(),
         &[400, 401, 415, 422, 503],
     )
