@@ -161,10 +161,13 @@ impl Storage {
 
     /// A cheap round trip that fails when the store is unreachable or the
     /// credentials are wrong: a HEAD of a key that need not exist.
+    /// Whether the store answers for our bucket (or directory). A listing,
+    /// not a HEAD of some key: S3 answers a HEAD in a bucket that does not
+    /// exist with the same 404 as for a missing key, which looked healthy.
     pub async fn check(&self) -> Result<(), object_store::Error> {
-        match self.store.head(&Path::from("_readiness-probe")).await {
-            Ok(_) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Err(err) => Err(err),
-        }
+        self.store
+            .list_with_delimiter(Some(&Path::from("_readiness-probe")))
+            .await
+            .map(drop)
     }
 }

@@ -31,7 +31,10 @@ impl fmt::Display for DocumentId {
 }
 
 /// A client's filename reduced to something safe to store and show: the last
-/// path component, without control characters, at most 255 bytes.
+/// path component, without control or format characters (bidi overrides
+/// such as U+202E make `cod.exe` look like `exe.doc`; zero-width ones make
+/// two names look alike) or line and paragraph separators, at most 255
+/// bytes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Filename(String);
 
@@ -45,7 +48,16 @@ impl Filename {
         let last = raw.rsplit(['/', '\\']).next().unwrap_or_default();
         let cleaned: String = last
             .chars()
-            .filter(|c| !c.is_control())
+            .filter(|&c| {
+                use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
+                !matches!(
+                    c.general_category(),
+                    GeneralCategory::Control
+                        | GeneralCategory::Format
+                        | GeneralCategory::LineSeparator
+                        | GeneralCategory::ParagraphSeparator
+                )
+            })
             .collect::<String>()
             .trim()
             .trim_start_matches('.')
@@ -91,6 +103,20 @@ mod tests {
         assert_eq!(
             Filename::sanitize(Some("a\u{0}b\nc.txt")).as_str(),
             "abc.txt"
+        );
+        assert_eq!(
+            Filename::sanitize(Some("invoice\u{202E}fdp.exe")).as_str(),
+            "invoicefdp.exe",
+            "a right-to-left override"
+        );
+        assert_eq!(
+            Filename::sanitize(Some("a\u{200B}b\u{FEFF}c\u{2028}d\u{2029}e\u{2066}.txt")).as_str(),
+            "abcde.txt",
+            "zero-width, separators, isolates"
+        );
+        assert_eq!(
+            Filename::sanitize(Some("日本語.pdf")).as_str(),
+            "日本語.pdf"
         );
         assert_eq!(Filename::sanitize(None).as_str(), "upload");
         let long = "é".repeat(200);

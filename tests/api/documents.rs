@@ -783,3 +783,27 @@ async fn an_abandoned_s3_upload_leaves_nothing_behind(db: PgPool) {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 }
+
+/// Readiness checks the bucket itself: a missing bucket is not ready
+/// (S3 answers a HEAD in it with the 404 of a missing key).
+#[sqlx::test]
+async fn a_missing_bucket_is_not_ready(db: PgPool) {
+    let s3 = S3Server::start();
+    let mut config = s3.app_config();
+    config[0].1 = "s3://no-such-bucket".to_owned();
+    let overrides: Vec<(&str, &str)> = config.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let app = TestApp::spawn_with(db, &overrides).await;
+    let response = app
+        .client
+        .get(app.url("/api/v1/health/ready"))
+        .send()
+        .await
+        .expect("readiness");
+    let body = crate::helpers::assert_error(
+        response,
+        reqwest::StatusCode::SERVICE_UNAVAILABLE,
+        "not_ready",
+    )
+    .await;
+    assert_eq!(body["checks"]["storage"]["ok"], false, "{body}");
+}
