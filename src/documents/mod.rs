@@ -55,6 +55,9 @@ pub enum DocumentError {
     /// A job is processing the document right now.
     #[error("a job is processing this document")]
     Busy,
+    /// The token's account was deleted after the token was issued.
+    #[error("the account no longer exists")]
+    OwnerGone,
     #[error("object storage is unavailable: {0}")]
     Storage(#[from] object_store::Error),
     #[error(transparent)]
@@ -358,7 +361,13 @@ impl DocumentService {
                 if let Err(cleanup) = self.storage.delete(&key).await {
                     tracing::warn!(error = %cleanup, key, "could not remove an unrecorded upload");
                 }
-                Err(err.into())
+                // The only reference a new document has is its owner.
+                Err(match err {
+                    sqlx::Error::Database(db) if db.is_foreign_key_violation() => {
+                        DocumentError::OwnerGone
+                    }
+                    other => other.into(),
+                })
             }
         }
     }

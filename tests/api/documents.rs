@@ -807,3 +807,23 @@ async fn a_missing_bucket_is_not_ready(db: PgPool) {
     .await;
     assert_eq!(body["checks"]["storage"]["ok"], false, "{body}");
 }
+
+/// A token outlives its account by up to 15 minutes: using it is 401, not
+/// a 500 from the foreign key, and nothing is left in storage.
+#[sqlx::test]
+async fn a_deleted_accounts_token_is_401(db: PgPool) {
+    let app = TestApp::spawn(db).await;
+    let tokens = app.signed_in("gone@example.com").await;
+    sqlx::query("DELETE FROM users WHERE email = 'gone@example.com'")
+        .execute(&app.db)
+        .await
+        .expect("delete");
+    let response = upload(&app, &tokens, b"Hello.".to_vec(), "a.txt", "text/plain").await;
+    crate::helpers::assert_error(response, StatusCode::UNAUTHORIZED, "invalid_token").await;
+    crate::helpers::assert_error(
+        app.me(&tokens.access).await,
+        StatusCode::UNAUTHORIZED,
+        "invalid_token",
+    )
+    .await;
+}

@@ -107,6 +107,10 @@ impl From<DocumentError> for ApiError {
                 "document_busy",
                 "A job is processing this document; delete it once the job has finished.",
             ),
+            DocumentError::OwnerGone => ApiError::unauthorized(
+                "invalid_token",
+                "The account behind this token no longer exists.",
+            ),
             DocumentError::Database(err) => ApiError::database(err),
         }
     }
