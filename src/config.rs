@@ -349,6 +349,20 @@ impl Config {
         let idempotency_ttl = positive_secs("IDEMPOTENCY_TTL_SECS", 24 * 3600)?;
         let extract_timeout = positive_secs("EXTRACT_TIMEOUT_SECS", 180)?;
         let ocr_timeout = positive_secs("OCR_TIMEOUT_SECS", 60)?;
+        // Settings that only make sense together.
+        if ocr_timeout >= extract_timeout {
+            return Err(ConfigError::new(
+                "OCR_TIMEOUT_SECS",
+                "must be below EXTRACT_TIMEOUT_SECS: OCR runs inside an extraction, which \
+                 would be killed first and report a timeout instead of the OCR's own failure",
+            ));
+        }
+        if Duration::from_secs(extract_cpu_secs) > extract_timeout {
+            return Err(ConfigError::new(
+                "EXTRACT_CPU_SECS",
+                "must not exceed EXTRACT_TIMEOUT_SECS (the wall clock would never let it be reached)",
+            ));
+        }
         let sse_max_stream = positive_secs("SSE_MAX_STREAM_SECS", 60)?;
         let sse_max_streams_per_user: usize = env.parsed_or("SSE_MAX_STREAMS_PER_USER", 32)?;
         let sse_max_streams: usize = env.parsed_or("SSE_MAX_STREAMS", 10_000)?;
@@ -559,6 +573,47 @@ mod tests {
         assert!(
             matches!(config.storage, StorageConfig::Local { ref root } if root == &PathBuf::from("./data"))
         );
+    }
+
+    /// `.env.example` is the documented list of settings: every variable
+    /// this module reads is in it.
+    #[test]
+    fn every_setting_is_documented_in_env_example() {
+        let documented = include_str!("../.env.example");
+        let source = include_str!("config.rs");
+        let mut missing = Vec::new();
+        for reader in ["parsed_or(\"", "positive_secs(\"", "optional(\""] {
+            for piece in source.split(reader).skip(1) {
+                let var = piece.split('"').next().unwrap_or_default();
+                let listed = documented.lines().any(|line| {
+                    line.trim_start_matches("# ")
+                        .starts_with(&format!("{var}="))
+                });
+                if !var.is_empty() && !listed && !missing.contains(&var) {
+                    missing.push(var);
+                }
+            }
+        }
+        assert!(missing.is_empty(), "not in .env.example: {missing:?}");
+    }
+
+    #[test]
+    fn settings_that_contradict_each_other_are_refused() {
+        for (pairs, var) in [
+            (
+                &[("OCR_TIMEOUT_SECS", "200"), ("EXTRACT_TIMEOUT_SECS", "180")][..],
+                "OCR_TIMEOUT_SECS",
+            ),
+            (
+                &[("EXTRACT_CPU_SECS", "300"), ("EXTRACT_TIMEOUT_SECS", "180")][..],
+                "EXTRACT_CPU_SECS",
+            ),
+        ] {
+            let mut all = vec![("JWT_SECRET", SECRET)];
+            all.extend_from_slice(pairs);
+            let err = Config::from_map(&vars(&all)).expect_err("contradiction");
+            assert_eq!(err.var, var, "{err}");
+        }
     }
 
     #[test]
