@@ -299,3 +299,176 @@ async fn concurrent_logins_keep_memory_bounded(db: PgPool) {
         after - before
     );
 }
+
+/// A Postgres server of the test's own (initdb into a temporary directory,
+/// run as the `postgres` system user), so the test can restart it.
+struct OwnPostgres {
+    bin: std::path::PathBuf,
+    data: tempfile::TempDir,
+    port: u16,
+}
+
+/// Whether this process runs as root (initdb refuses to).
+fn running_as_root() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self").is_ok_and(|me| me.uid() == 0)
+}
+
+impl OwnPostgres {
+    fn as_postgres(program: &std::path::Path) -> std::process::Command {
+        let mut command = if running_as_root() {
+            let mut command = std::process::Command::new("runuser");
+            command.args(["-u", "postgres", "--"]).arg(program);
+            command
+        } else {
+            std::process::Command::new(program)
+        };
+        command
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        command
+    }
+
+    fn start() -> Self {
+        let version = std::fs::read_dir("/usr/lib/postgresql")
+            .expect("/usr/lib/postgresql (Debian's postgresql package)")
+            .filter_map(|entry| entry.ok().map(|e| e.path()))
+            .max()
+            .expect("a Postgres version");
+        let bin = version.join("bin");
+        let data = tempfile::Builder::new()
+            .prefix("docflow-pg-")
+            .tempdir_in("/var/tmp")
+            .expect("tempdir");
+        if running_as_root() {
+            let status = std::process::Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(data.path())
+                .status()
+                .expect("chown");
+            assert!(status.success());
+        }
+        let status = Self::as_postgres(&bin.join("initdb"))
+            .args(["-A", "trust", "-U", "postgres", "-D"])
+            .arg(data.path().join("db"))
+            .status()
+            .expect("initdb");
+        assert!(status.success(), "initdb");
+        let postgres = Self {
+            bin,
+            data,
+            port: free_port(),
+        };
+        postgres.ctl("start");
+        postgres
+    }
+
+    fn ctl(&self, action: &str) {
+        let status = Self::as_postgres(&self.bin.join("pg_ctl"))
+            .args(["-w", "-m", "fast", "-D"])
+            .arg(self.data.path().join("db"))
+            .args(["-l"])
+            .arg(self.data.path().join("log"))
+            .arg("-o")
+            .arg(format!(
+                "-p {} -k {} -c listen_addresses=127.0.0.1",
+                self.port,
+                self.data.path().display()
+            ))
+            .arg(action)
+            .status()
+            .expect("pg_ctl");
+        assert!(status.success(), "pg_ctl {action}");
+    }
+
+    fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+}
+
+impl Drop for OwnPostgres {
+    fn drop(&mut self) {
+        let _ = Self::as_postgres(&self.bin.join("pg_ctl"))
+            .args(["-m", "immediate", "-D"])
+            .arg(self.data.path().join("db"))
+            .arg("stop")
+            .status();
+    }
+}
+
+/// Requests keep coming while Postgres restarts three times (`pg_ctl
+/// restart -m fast`, which terminates every session): each is answered
+/// 200, 401 or 503, never 500, and the API serves again afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_restart_is_503_never_500() {
+    let postgres = OwnPostgres::start();
+    let deployment = Deployment::on_database(postgres.url());
+    let port = free_port();
+    let _api = api(
+        &deployment,
+        port,
+        &[("AUTH_RATE_LIMIT_PER_MINUTE", "100000")],
+    );
+    let base = format!("http://127.0.0.1:{port}");
+    let client = crate::helpers::client();
+    let tokens = crate::helpers::sign_in_at(&client, &base, "restart@example.com", None).await;
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = (0..4).map(|n| {
+        let (client, base, access, stop) = (
+            client.clone(),
+            base.clone(),
+            tokens.access.clone(),
+            stop.clone(),
+        );
+        tokio::spawn(async move {
+            let mut statuses = std::collections::BTreeMap::<u16, usize>::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let response = if n % 2 == 0 {
+                    client
+                        .get(format!("{base}/api/v1/jobs?limit=5"))
+                        .bearer_auth(&access)
+                        .send()
+                        .await
+                } else {
+                    client
+                        .post(format!("{base}/api/v1/auth/login"))
+                        .json(&serde_json::json!({"email": "restart@example.com", "password": "wrong-password-1"}))
+                        .send()
+                        .await
+                };
+                if let Ok(response) = response {
+                    *statuses.entry(response.status().as_u16()).or_default() += 1;
+                }
+            }
+            statuses
+        })
+    });
+    let load: Vec<_> = load.collect();
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        // Blocks this thread only; the load runs on the other.
+        tokio::task::block_in_place(|| postgres.ctl("restart"));
+    }
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut all = std::collections::BTreeMap::<u16, usize>::new();
+    for task in load {
+        for (status, count) in task.await.expect("load") {
+            *all.entry(status).or_default() += count;
+        }
+    }
+    eprintln!("statuses during three Postgres restarts: {all:?}");
+    assert!(!all.contains_key(&500), "{all:?}");
+    assert!(
+        all.keys().all(|status| [200, 401, 503].contains(status)),
+        "{all:?}"
+    );
+    let after = client
+        .get(format!("{base}/api/v1/jobs?limit=5"))
+        .bearer_auth(&tokens.access)
+        .send()
+        .await
+        .expect("after");
+    assert_eq!(after.status(), reqwest::StatusCode::OK);
+}

@@ -58,14 +58,20 @@ pub struct Deployment {
 
 impl Deployment {
     pub async fn new(db: &PgPool) -> Self {
+        Self::on_database(database_url(db).await)
+    }
+
+    /// A deployment on the database at `url` (migrated here if it is not).
+    pub fn on_database(url: String) -> Self {
         let deployment = Self {
-            database: database_url(db).await,
+            database: url,
             storage: tempfile::tempdir().expect("tempdir"),
             temp: tempfile::tempdir().expect("tempdir"),
             prefix: format!("docflow-test:{}:", uuid::Uuid::new_v4()),
         };
-        // #[sqlx::test] applied the schema; `docflow migrate` must find
-        // nothing left to do.
+        // Under #[sqlx::test] the schema is applied already and `docflow
+        // migrate` must find nothing left to do; on a fresh database it
+        // applies it.
         let status = deployment
             .command("migrate", free_port())
             .stdout(std::process::Stdio::null())
