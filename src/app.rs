@@ -59,6 +59,9 @@ pub async fn build_state_with_db(
             let hub = Hub::new(false);
             live::fanout::spawn(url.expose(), &config.redis_key_prefix, hub.clone())
                 .context("REDIS_URL: cannot build a Redis client")?;
+            // Redis can be down, or a writer may fail to publish: the hub
+            // reads Postgres for all its streams at once meanwhile.
+            live::poller::spawn(hub.clone(), db.clone(), config.sse_keepalive);
             (hub, Publisher::Redis(redis.clone()))
         }
         _ => {

@@ -46,3 +46,25 @@ pub async fn latest(
     .fetch_optional(db)
     .await
 }
+
+/// The most recent event of each of `jobs` (those with any): one statement
+/// for every job a process's streams watch, one index probe per job.
+pub async fn latest_of(
+    db: impl PgExecutor<'_>,
+    jobs: &[JobId],
+) -> Result<Vec<JobEvent>, sqlx::Error> {
+    let ids: Vec<uuid::Uuid> = jobs.iter().map(|job| job.0).collect();
+    sqlx::query_as!(
+        JobEvent,
+        r#"SELECT e.job_id AS "job_id!: JobId", e.seq AS "seq!", e.status AS "status!: JobEventKind",
+                  e.attempts AS "attempts!", e.error, e.created_at AS "created_at!"
+           FROM unnest($1::uuid[]) AS watched(job_id)
+           CROSS JOIN LATERAL (
+               SELECT job_id, seq, status, attempts, error, created_at FROM job_events
+               WHERE job_id = watched.job_id ORDER BY seq DESC LIMIT 1
+           ) AS e"#,
+        &ids,
+    )
+    .fetch_all(db)
+    .await
+}

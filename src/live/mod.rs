@@ -11,11 +11,15 @@
 //!   its [`Hub`], which hands events to the streams of that job in-process.
 //! - A stream ([`stream::follow`]) subscribes first, then reads Postgres, and
 //!   de-duplicates by `seq`, so an event committed while it connects is seen
-//!   once. While the hub is disconnected from Redis it polls Postgres every
-//!   second, and it re-reads when the subscription comes back.
+//!   once; it reads Postgres again only to fill a gap.
+//! - The hub's [`poller`] reads Postgres for all watched jobs at once (one
+//!   statement): every second while Redis is unavailable, every
+//!   `SSE_KEEPALIVE_SECS` otherwise (a writer may have failed to publish),
+//!   and at each change of connection state.
 
 pub mod admission;
 pub mod fanout;
+pub mod poller;
 pub mod stream;
 
 use std::{
@@ -153,7 +157,7 @@ impl Hub {
     }
 
     /// Marks notifications as flowing again (or still flowing, but possibly
-    /// with a gap): every stream re-reads Postgres once.
+    /// with a gap): the poller reads every watched job once.
     pub fn mark_connected(&self) {
         self.inner.health.send_modify(|health| {
             health.connected = true;
@@ -177,6 +181,10 @@ impl Hub {
     /// Jobs with at least one open stream in this process.
     pub fn watched_jobs(&self) -> usize {
         self.lock().len()
+    }
+
+    fn watched(&self) -> Vec<JobId> {
+        self.lock().keys().copied().collect()
     }
 
     /// Ends every stream (server shutdown), so graceful draining does not
@@ -240,8 +248,8 @@ pub enum Publisher {
     Redis(RedisStore),
     /// Straight to this process's hub (`all-in-one` without Redis).
     Local(Hub),
-    /// Nowhere: a worker without REDIS_URL. Streams still see its events, by
-    /// re-reading Postgres on their safety interval.
+    /// Nowhere: a worker without REDIS_URL. Streams still see its events
+    /// through their hub's poller, within SSE_KEEPALIVE_SECS.
     Off,
 }
 

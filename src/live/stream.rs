@@ -5,21 +5,15 @@ use std::time::Duration;
 
 use futures_util::Stream;
 use sqlx::PgPool;
-use tokio::{sync::broadcast::error::RecvError, time::Instant};
+use tokio::sync::broadcast::error::RecvError;
 
 use super::{StatusEvent, Subscription};
 use crate::{db, domain::JobId};
-
-/// How often a stream re-reads Postgres while Redis is unavailable.
-pub const FALLBACK_POLL: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone, Copy)]
 pub struct StreamLimits {
     /// The stream ends after this long; clients resume with Last-Event-ID.
     pub max_duration: Duration,
-    /// Even with notifications flowing, the stream re-reads Postgres this
-    /// often, in case a writer could not publish (its Redis was down).
-    pub safety_poll: Duration,
 }
 
 /// Where a stream starts.
@@ -50,8 +44,6 @@ pub async fn follow(
 ) -> Result<Option<impl Stream<Item = StatusEvent> + Send + 'static>, sqlx::Error> {
     let hub = subscription.hub.clone();
     let job_id = subscription.job_id;
-    let mut health = hub.health();
-    health.borrow_and_update();
     let Some((mut pending, mut last_seq)) = initial_events(&db, job_id, start).await? else {
         return Ok(None);
     };
@@ -59,9 +51,6 @@ pub async fn follow(
     Ok(Some(async_stream::stream! {
         let deadline = tokio::time::sleep(limits.max_duration);
         tokio::pin!(deadline);
-        let mut safety = tokio::time::interval_at(Instant::now() + limits.safety_poll, limits.safety_poll);
-        let mut fallback = tokio::time::interval(FALLBACK_POLL);
-        fallback.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             // A terminal event ends the stream only if nothing follows it:
             // a job failed, then requeued, has its old `failed` in history.
@@ -79,7 +68,9 @@ pub async fn follow(
                     return;
                 }
             }
-            let connected = health.borrow().connected;
+            // Redis's notifications and the hub's Postgres poller (see
+            // `poller`) both arrive as dispatched events; this stream reads
+            // Postgres itself only to fill a gap in them.
             let next = tokio::select! {
                 biased;
                 () = hub.closed() => Next::End,
@@ -91,15 +82,6 @@ pub async fn follow(
                     Ok(_) | Err(RecvError::Lagged(_)) => Next::CatchUp,
                     Err(RecvError::Closed) => Next::End,
                 },
-                changed = health.changed() => match changed {
-                    Ok(()) => {
-                        health.borrow_and_update();
-                        Next::CatchUp
-                    }
-                    Err(_) => Next::End,
-                },
-                _ = fallback.tick(), if !connected => Next::CatchUp,
-                _ = safety.tick() => Next::CatchUp,
             };
             match next {
                 Next::End => return,

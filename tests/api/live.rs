@@ -359,7 +359,6 @@ async fn an_event_committed_while_the_stream_connects_is_reported_once(db: PgPoo
     );
     let limits = StreamLimits {
         max_duration: Duration::from_secs(10),
-        safety_poll: Duration::from_secs(60),
     };
     let hub = Hub::new(true);
     // The stream has subscribed; before it reads Postgres, the job moves to
@@ -423,7 +422,6 @@ async fn a_live_gap_is_filled_from_postgres_in_order(db: PgPool) {
     let hub = Hub::new(true);
     let limits = StreamLimits {
         max_duration: Duration::from_secs(10),
-        safety_poll: Duration::from_secs(60),
     };
     let mut events = Box::pin(
         stream::follow(hub.subscribe(job), db.clone(), Start::Snapshot, limits)
@@ -821,4 +819,52 @@ async fn processes_started_during_a_redis_outage_connect_when_it_returns(db: PgP
         assert!(read > 0, "redis closed: {heard}");
         heard.push_str(&String::from_utf8_lossy(&buffer[..read]));
     }
+}
+
+/// While Redis is down, the hub reads Postgres for all its streams at once:
+/// 60 idle streams cost about one statement a second, not sixty.
+#[sqlx::test]
+async fn idle_streams_during_a_redis_outage_cost_one_query_a_second(db: PgPool) {
+    let mut redis = OwnRedis::start(free_port());
+    let app = TestApp::spawn_with(
+        db,
+        &[
+            ("REDIS_URL", &redis.url()),
+            ("SSE_MAX_STREAMS_PER_USER", "100"),
+        ],
+    )
+    .await;
+    let hub = app.state.hub.clone();
+    wait_for("subscribed", WITHIN, || hub.is_connected()).await;
+    let tokens = app.signed_in("idle@example.com").await;
+    let document = upload_text(&app, &tokens, "Idle.").await;
+    let mut streams = Vec::new();
+    for _ in 0..60 {
+        let job = create_job(&app.base, &tokens, &document).await;
+        let response = open_stream(&app.base, &tokens, &job, None).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        streams.push(response);
+    }
+    redis.stop();
+    wait_for("disconnect noticed", WITHIN, || !hub.is_connected()).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    let commits = || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()",
+        )
+        .fetch_one(&app.db)
+        .await
+        .expect("stats")
+    };
+    // Statistics reach pg_stat_database within a second of a commit.
+    let before = commits().await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let during = commits().await - before;
+    eprintln!("60 idle streams, Redis down: {during} commits in 6 s");
+    assert!(
+        during < 30,
+        "{during} commits in 6 s: the streams poll one by one"
+    );
+    drop(streams);
 }

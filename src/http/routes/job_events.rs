@@ -99,7 +99,6 @@ async fn job_events(
     };
     let limits = StreamLimits {
         max_duration: state.config.sse_max_stream,
-        safety_poll: state.config.sse_keepalive,
     };
     // Subscribed before `follow` reads Postgres, so nothing slips between.
     let subscription = state.hub.subscribe(job_id);
