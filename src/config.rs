@@ -53,6 +53,11 @@ pub struct S3Config {
     pub bucket: String,
     /// Custom endpoint for MinIO and friends; implies path-style addressing.
     pub endpoint: Option<String>,
+    /// Where clients reach the same server, when that differs from where
+    /// DocFlow reaches it (compose: `http://minio:9000` inside, the
+    /// published port outside). Presigned links are signed for this host,
+    /// since the signature covers it.
+    pub public_endpoint: Option<String>,
     pub region: String,
     pub access_key_id: Option<Secret<String>>,
     pub secret_access_key: Option<Secret<String>>,
@@ -474,6 +479,7 @@ fn storage_from_env(env: &Env<'_>) -> Result<StorageConfig, ConfigError> {
         return Ok(StorageConfig::S3(S3Config {
             bucket: bucket.to_owned(),
             endpoint: env.optional("S3_ENDPOINT_URL"),
+            public_endpoint: env.optional("S3_PUBLIC_ENDPOINT_URL"),
             region: env
                 .optional("S3_REGION")
                 .unwrap_or_else(|| "us-east-1".to_owned()),

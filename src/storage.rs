@@ -42,6 +42,27 @@ impl std::fmt::Debug for Storage {
     }
 }
 
+fn s3_client(s3: &crate::config::S3Config, endpoint: Option<&str>) -> anyhow::Result<AmazonS3> {
+    let mut builder = AmazonS3Builder::new()
+        .with_bucket_name(&s3.bucket)
+        .with_region(&s3.region);
+    if let Some(endpoint) = endpoint {
+        // MinIO and other self-hosted servers: path-style addressing, and
+        // plain HTTP when the URL says so.
+        builder = builder
+            .with_endpoint(endpoint)
+            .with_allow_http(endpoint.starts_with("http://"))
+            .with_virtual_hosted_style_request(false);
+    }
+    if let Some(key) = &s3.access_key_id {
+        builder = builder.with_access_key_id(key.expose());
+    }
+    if let Some(secret) = &s3.secret_access_key {
+        builder = builder.with_secret_access_key(secret.expose());
+    }
+    Ok(builder.build()?)
+}
+
 impl Storage {
     pub fn open(config: &StorageConfig) -> anyhow::Result<Self> {
         match config {
@@ -60,28 +81,17 @@ impl Storage {
             }
             StorageConfig::S3(s3) => {
                 crate::install_crypto_provider();
-                let mut builder = AmazonS3Builder::new()
-                    .with_bucket_name(&s3.bucket)
-                    .with_region(&s3.region);
-                if let Some(endpoint) = &s3.endpoint {
-                    // MinIO and other self-hosted servers: path-style
-                    // addressing, and plain HTTP when the URL says so.
-                    builder = builder
-                        .with_endpoint(endpoint)
-                        .with_allow_http(endpoint.starts_with("http://"))
-                        .with_virtual_hosted_style_request(false);
-                }
-                if let Some(key) = &s3.access_key_id {
-                    builder = builder.with_access_key_id(key.expose());
-                }
-                if let Some(secret) = &s3.secret_access_key {
-                    builder = builder.with_secret_access_key(secret.expose());
-                }
-                let s3 = Arc::new(builder.build()?);
+                let store = Arc::new(s3_client(s3, s3.endpoint.as_deref())?);
+                // Signing needs no network: a second client, configured for
+                // the public host, only computes signatures for it.
+                let signer = match &s3.public_endpoint {
+                    Some(public) => Arc::new(s3_client(s3, Some(public))?),
+                    None => store.clone(),
+                };
                 Ok(Self {
-                    store: s3.clone(),
+                    store,
                     backend: "s3",
-                    signer: Some(s3),
+                    signer: Some(signer),
                     local: None,
                 })
             }
@@ -159,8 +169,6 @@ impl Storage {
         )
     }
 
-    /// A cheap round trip that fails when the store is unreachable or the
-    /// credentials are wrong: a HEAD of a key that need not exist.
     /// Whether the store answers for our bucket (or directory). A listing,
     /// not a HEAD of some key: S3 answers a HEAD in a bucket that does not
     /// exist with the same 404 as for a missing key, which looked healthy.

@@ -827,3 +827,32 @@ async fn a_deleted_accounts_token_is_401(db: PgPool) {
     )
     .await;
 }
+
+/// Presigned links name the host clients reach (`S3_PUBLIC_ENDPOINT_URL`),
+/// not the one DocFlow uses inside its network, and work through it: the
+/// signature covers the host. Here DocFlow talks to 127.0.0.1 and clients
+/// to `localhost`, the same s3s-fs server under another name.
+#[sqlx::test]
+async fn presigned_links_point_at_the_public_endpoint(db: PgPool) {
+    let s3 = S3Server::start();
+    let public = s3.endpoint.replace("127.0.0.1", "localhost");
+    let mut config = s3.app_config();
+    config.push(("S3_PUBLIC_ENDPOINT_URL", public.clone()));
+    let overrides: Vec<(&str, &str)> = config.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let app = TestApp::spawn_with(db, &overrides).await;
+    let tokens = app.signed_in("public@example.com").await;
+    let bytes = b"Signed for the public host.".to_vec();
+    let document: Value = upload(&app, &tokens, bytes.clone(), "p.txt", "text/plain")
+        .await
+        .json()
+        .await
+        .expect("json");
+    let url = download_url(&app, &tokens, document["id"].as_str().expect("id")).await;
+    assert!(url.starts_with(&public), "{url}");
+    let download = reqwest::get(&url).await.expect("download");
+    assert_eq!(download.status(), StatusCode::OK, "{url}");
+    assert_eq!(
+        download.bytes().await.expect("body").as_ref(),
+        bytes.as_slice()
+    );
+}
