@@ -4,6 +4,8 @@
 //! start-up with one line naming the variable; secrets are wrapped in
 //! [`Secret`] so they never reach a log line or a `Debug` dump.
 
+pub mod legacy_env;
+
 use std::{
     collections::HashMap, fmt, net::SocketAddr, path::PathBuf, str::FromStr, time::Duration,
 };
@@ -155,6 +157,9 @@ pub struct Config {
     pub otlp_endpoint: Option<Url>,
     /// The `service.name` of exported traces.
     pub otel_service_name: String,
+    /// What start-up recognised of the original DocFlow's settings; logged
+    /// once logging is up (`legacy_env::log`).
+    pub legacy_notes: Vec<legacy_env::Note>,
 }
 
 /// Why start-up stopped: names the variable and what is wrong with it.
@@ -191,7 +196,10 @@ impl Config {
         Self::from_lookup(|name| vars.get(name).cloned())
     }
 
-    fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+    fn from_lookup(raw: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        // The original DocFlow's variables, where they map onto ours.
+        let notes = std::cell::RefCell::new(legacy_env::retired(&raw));
+        let lookup = |name: &str| legacy_env::resolve(name, &raw, &mut notes.borrow_mut());
         let env = Env { lookup: &lookup };
         let jwt_secret = env
             .required("JWT_SECRET")
@@ -451,6 +459,11 @@ impl Config {
             extract_timeout,
             ocr_timeout,
             sse_max_stream,
+            legacy_notes: {
+                let mut notes = notes.take();
+                notes.dedup();
+                notes
+            },
             sse_max_streams_per_user,
             sse_max_streams,
             sse_keepalive,
@@ -601,6 +614,54 @@ mod tests {
             }
         }
         assert!(missing.is_empty(), "not in .env.example: {missing:?}");
+    }
+
+    #[test]
+    fn the_original_docflows_settings_are_mapped_or_named() {
+        let config = Config::from_map(&vars(&[
+            ("JWT_SECRET", SECRET),
+            ("S3_BUCKET", "docflow-documents"),
+            ("S3_ENDPOINT_URL", "http://minio:9000"),
+            (
+                "DATABASE_URL",
+                "postgresql+psycopg://docflow:docflow@postgres:5432/docflow",
+            ),
+            ("CELERY_BROKER_URL", "redis://redis:6379/1"),
+        ]))
+        .expect("valid");
+        let StorageConfig::S3(s3) = &config.storage else {
+            panic!("S3_BUCKET selects S3 storage: {:?}", config.storage);
+        };
+        assert_eq!(s3.bucket, "docflow-documents");
+        assert_eq!(s3.endpoint.as_deref(), Some("http://minio:9000"));
+        assert_eq!(
+            config.database_url.expose(),
+            "postgres://docflow:docflow@postgres:5432/docflow"
+        );
+        let said: Vec<String> = config
+            .legacy_notes
+            .iter()
+            .map(|note| format!("{note:?}"))
+            .collect();
+        assert_eq!(said.len(), 3, "{said:?}");
+        assert!(
+            said.iter()
+                .any(|n| n.contains("Ignored") && n.contains("CELERY_BROKER_URL"))
+        );
+        assert!(
+            said.iter()
+                .any(|n| n.contains("Mapped") && n.contains("s3://docflow-documents"))
+        );
+
+        // Our own STORAGE_URL wins over the original's bucket.
+        let ours = Config::from_map(&vars(&[
+            ("JWT_SECRET", SECRET),
+            ("STORAGE_URL", "/srv/docflow"),
+            ("S3_BUCKET", "ignored"),
+        ]))
+        .expect("valid");
+        assert!(matches!(ours.storage, StorageConfig::Local { .. }));
+        assert!(ours.legacy_notes.is_empty());
     }
 
     #[test]

@@ -121,6 +121,7 @@ fn main() -> ExitCode {
         }
     };
     let _telemetry = telemetry::init(config.otlp_endpoint.as_ref(), &config.otel_service_name);
+    docflow::config::legacy_env::log(&config.legacy_notes);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(err) => {

@@ -222,11 +222,13 @@ async fn prometheus_scrapes_the_api_and_the_worker(db: PgPool) {
         .replace("scrape_timeout: 10s", "scrape_timeout: 1s")
         .replace("evaluation_interval: 15s", "evaluation_interval: 1s");
     std::fs::write(dir.path().join("prometheus.yml"), config).expect("write");
-    std::fs::copy(
-        repo().join("infra/prometheus/alerts.yml"),
-        dir.path().join("alerts.yml"),
-    )
-    .expect("alerts.yml");
+    for rules in ["alerts.yml", "compat.yml"] {
+        std::fs::copy(
+            repo().join("infra/prometheus").join(rules),
+            dir.path().join(rules),
+        )
+        .expect(rules);
+    }
     let port = free_port();
     let prometheus: PathBuf = ["/usr/bin/prometheus", "/usr/local/bin/prometheus"]
         .iter()
