@@ -14,6 +14,7 @@ use super::AppState;
 const INDEX_HTML: &str = include_str!("web/index.html");
 const APP_JS: &str = include_str!("web/app.js");
 const APP_CSS: &str = include_str!("web/app.css");
+const FAVICON: &str = include_str!("web/favicon.svg");
 
 /// Same-origin scripts, styles and API calls only; no framing.
 const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
@@ -27,6 +28,10 @@ pub fn router() -> Router<AppState> {
             get(|| file("text/javascript; charset=utf-8", APP_JS)),
         )
         .route("/app.css", get(|| file("text/css; charset=utf-8", APP_CSS)))
+        // The page links the SVG; /favicon.ico is what browsers and
+        // crawlers ask for unprompted (a 404 there fills access logs).
+        .route("/favicon.svg", get(|| file("image/svg+xml", FAVICON)))
+        .route("/favicon.ico", get(|| file("image/svg+xml", FAVICON)))
         .layer(SetResponseHeaderLayer::overriding(
             header::CONTENT_SECURITY_POLICY,
             HeaderValue::from_static(CONTENT_SECURITY_POLICY),

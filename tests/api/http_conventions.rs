@@ -276,3 +276,23 @@ async fn cors_allows_only_configured_origins(db: PgPool) {
             .is_none()
     );
 }
+
+/// The page's icon is served (browsers ask for /favicon.ico unprompted),
+/// under the page's strict Content-Security-Policy.
+#[sqlx::test]
+async fn the_web_page_and_its_icon_are_served_under_a_strict_policy(db: PgPool) {
+    let app = TestApp::spawn(db).await;
+    for (path, content_type) in [
+        ("/", "text/html; charset=utf-8"),
+        ("/favicon.ico", "image/svg+xml"),
+        ("/favicon.svg", "image/svg+xml"),
+    ] {
+        let response = app.client.get(app.url(path)).send().await.expect("request");
+        assert_eq!(response.status(), StatusCode::OK, "{path}");
+        assert_eq!(response.headers()["content-type"], content_type, "{path}");
+        let policy = response.headers()["content-security-policy"]
+            .to_str()
+            .expect("ascii");
+        assert!(policy.starts_with("default-src 'none'"), "{path}: {policy}");
+    }
+}
