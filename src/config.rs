@@ -102,6 +102,9 @@ pub struct Config {
     pub allowed_content_types: Vec<ContentKind>,
     pub job_max_attempts: u32,
     pub tesseract_enabled: bool,
+    /// Tesseract language codes joined by `+` (`eng+deu`), checked against
+    /// `tesseract --list-langs` when a worker starts.
+    pub ocr_languages: String,
     /// Peers whose `X-Forwarded-For` we believe (the reverse proxy).
     pub trusted_proxies: Vec<IpNet>,
     /// Origins allowed to call the API from a browser; empty = same-origin only.
@@ -362,6 +365,24 @@ impl Config {
         let idempotency_ttl = positive_secs("IDEMPOTENCY_TTL_SECS", 24 * 3600)?;
         let extract_timeout = positive_secs("EXTRACT_TIMEOUT_SECS", 180)?;
         let ocr_timeout = positive_secs("OCR_TIMEOUT_SECS", 60)?;
+        let ocr_languages = env
+            .optional("OCR_LANGUAGES")
+            .unwrap_or_else(|| "eng".to_owned());
+        // Tesseract's codes (`eng`, `chi_sim`, `deu_latf`) joined by `+`;
+        // anything else would reach its command line.
+        let valid_code = |code: &str| {
+            !code.is_empty()
+                && code.len() <= 32
+                && code
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        };
+        if !ocr_languages.split('+').all(valid_code) {
+            return Err(ConfigError::new(
+                "OCR_LANGUAGES",
+                format!("{ocr_languages:?}: expected tesseract codes joined by '+', e.g. eng+deu"),
+            ));
+        }
         // Settings that only make sense together.
         if ocr_timeout >= extract_timeout {
             return Err(ConfigError::new(
@@ -418,6 +439,7 @@ impl Config {
             allowed_content_types,
             job_max_attempts,
             tesseract_enabled: env.bool_or("TESSERACT_ENABLED", true)?,
+            ocr_languages,
             trusted_proxies,
             cors_origins,
             worker_metrics_addr: env.parsed_or(
@@ -699,6 +721,7 @@ mod tests {
             ("MAX_UPLOAD_BYTES", "-1"),
             ("JOB_MAX_ATTEMPTS", "0"),
             ("TESSERACT_ENABLED", "maybe"),
+            ("OCR_LANGUAGES", "eng+../../etc"),
             ("TRUSTED_PROXIES", "10.0.0.0/33"),
             ("STORAGE_URL", "ftp://x"),
             ("STORAGE_URL", "s3://"),

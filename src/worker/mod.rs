@@ -88,7 +88,7 @@ impl WorkerSetup {
             },
             ocr: OcrSettings {
                 enabled: config.tesseract_enabled,
-                languages: "eng".to_owned(),
+                languages: config.ocr_languages.clone(),
                 timeout: config.ocr_timeout,
             },
             scratch_root: std::env::temp_dir().join("docflow-worker"),
@@ -118,8 +118,8 @@ pub fn check_tesseract(enabled: bool, languages: &str) -> anyhow::Result<()> {
     }
     let version = docflow_extract::ocr::check(languages).map_err(|reason| {
         anyhow::anyhow!(
-            "TESSERACT_ENABLED: {reason}; install tesseract-ocr and its language data \
-             (tesseract-ocr-eng, …), or set TESSERACT_ENABLED=false"
+            "OCR_LANGUAGES={languages}: {reason}; install tesseract-ocr and the languages' \
+             data (tesseract-ocr-eng, …), change OCR_LANGUAGES, or set TESSERACT_ENABLED=false"
         )
     })?;
     tracing::info!(%version, languages, "tesseract available");

@@ -49,6 +49,26 @@ fn api_replicas_refuse_to_start_without_redis() {
     assert!(stderr.contains("all-in-one"), "{stderr}");
 }
 
+/// A worker whose OCR languages tesseract lacks refuses to start, naming
+/// the setting and the language, instead of failing every image later.
+#[test]
+fn a_worker_refuses_ocr_languages_tesseract_lacks() {
+    let output = docflow()
+        .arg("worker")
+        .env("JWT_SECRET", SECRET)
+        .env("DATABASE_URL", "postgres://postgres@127.0.0.1:1/none")
+        .env("TESSERACT_ENABLED", "true")
+        .env("OCR_LANGUAGES", "eng+zzz")
+        .env("WORKER_METRICS_ADDR", format!("127.0.0.1:{}", free_port()))
+        .output()
+        .expect("run");
+    assert!(!output.status.success());
+    let said = String::from_utf8_lossy(&output.stderr).into_owned()
+        + &String::from_utf8_lossy(&output.stdout);
+    assert!(said.contains("OCR_LANGUAGES=eng+zzz"), "{said}");
+    assert!(said.contains("no data for zzz"), "{said}");
+}
+
 #[sqlx::test]
 async fn all_in_one_logs_json_with_request_ids_and_drains_on_sigterm(db: PgPool) {
     let port = free_port();
