@@ -28,7 +28,10 @@ pub enum AuthError {
     InvalidToken,
     /// A rotated refresh token came back: someone holds a stolen copy.
     #[error("refresh token was already used; the session has been revoked")]
-    RefreshTokenReused,
+    RefreshTokenReused {
+        /// The session that was revoked for it.
+        session: Uuid,
+    },
     /// A dependency we need for this operation (Redis) is down.
     #[error("{0} is unavailable")]
     Unavailable(&'static str),
@@ -185,7 +188,9 @@ impl AuthService {
             if let Err(err) = self.block_session(row.family_id).await {
                 tracing::error!(error = %err, family_id = %row.family_id, "cannot block the reused session's access tokens");
             }
-            return Err(AuthError::RefreshTokenReused);
+            return Err(AuthError::RefreshTokenReused {
+                session: row.family_id,
+            });
         }
         let now = Utc::now();
         if row.expires_at <= now {

@@ -216,7 +216,7 @@ impl From<AuthError> for ApiError {
             AuthError::InvalidToken => {
                 Self::unauthorized("invalid_token", "The token is invalid or has been revoked.")
             }
-            AuthError::RefreshTokenReused => Self::unauthorized(
+            AuthError::RefreshTokenReused { .. } => Self::unauthorized(
                 "refresh_token_reused",
                 "This refresh token was already used; the session has been revoked. Sign in again.",
             ),

@@ -9,7 +9,7 @@ use fred::{
 };
 use tokio::sync::broadcast::error::RecvError;
 
-use super::{Hub, StatusEvent, TOPIC};
+use super::{Hub, SESSIONS_TOPIC, StatusEvent, TOPIC};
 use crate::ephemeral::{EphemeralError, redis_client};
 
 /// Messages fred buffers for this process before it reports a lag (every
@@ -21,16 +21,24 @@ const FANOUT_BUFFER: usize = 4_096;
 const HEALTH_CHECK: Duration = Duration::from_millis(250);
 
 /// Connects a dedicated client (a subscribed connection can run nothing
-/// else) and starts following `{prefix}job-status` in the background until
-/// the hub closes.
+/// else) and starts following `{prefix}job-status` and
+/// `{prefix}session-revoked` in the background until the hub closes.
 pub fn spawn(url: &str, prefix: &str, hub: Hub) -> Result<(), EphemeralError> {
     let client = redis_client(url, FANOUT_BUFFER)?;
-    let channel = format!("{prefix}{TOPIC}");
-    tokio::spawn(follow(client, channel, hub));
+    let channels = Channels {
+        status: format!("{prefix}{TOPIC}"),
+        sessions: format!("{prefix}{SESSIONS_TOPIC}"),
+    };
+    tokio::spawn(follow(client, channels, hub));
     Ok(())
 }
 
-async fn follow(client: Client, channel: String, hub: Hub) {
+struct Channels {
+    status: String,
+    sessions: String,
+}
+
+async fn follow(client: Client, channels: Channels, hub: Hub) {
     let mut messages = client.message_rx();
     let mut reconnects = client.reconnect_rx();
     let mut check = tokio::time::interval(HEALTH_CHECK);
@@ -39,14 +47,20 @@ async fn follow(client: Client, channel: String, hub: Hub) {
         tokio::select! {
             () = hub.closed() => break,
             received = messages.recv() => match received {
-                Ok(message) if message.channel == channel.as_str() => {
+                Ok(message) if message.channel == channels.status.as_str() => {
                     match message.value.as_bytes().map(serde_json::from_slice::<Vec<StatusEvent>>) {
                         Some(Ok(events)) => {
                             for event in events {
                                 hub.dispatch(event);
                             }
                         }
-                        _ => tracing::warn!(%channel, "ignoring an undecodable status message"),
+                        _ => tracing::warn!(channel = %channels.status, "ignoring an undecodable status message"),
+                    }
+                }
+                Ok(message) if message.channel == channels.sessions.as_str() => {
+                    match message.value.as_str().and_then(|raw| raw.parse::<uuid::Uuid>().ok()) {
+                        Some(session) => hub.revoke_session(session),
+                        None => tracing::warn!(channel = %channels.sessions, "ignoring an undecodable revocation"),
                     }
                 }
                 Ok(_) => {}
@@ -62,7 +76,7 @@ async fn follow(client: Client, channel: String, hub: Hub) {
             reconnected = reconnects.recv() => {
                 if !matches!(reconnected, Err(RecvError::Closed)) {
                     hub.mark_disconnected();
-                    subscribe(&client, &channel, &hub).await;
+                    subscribe(&client, &channels, &hub).await;
                 }
             }
             _ = check.tick() => {
@@ -72,7 +86,7 @@ async fn follow(client: Client, channel: String, hub: Hub) {
                     }
                     hub.mark_disconnected();
                 } else if !hub.is_connected() {
-                    subscribe(&client, &channel, &hub).await;
+                    subscribe(&client, &channels, &hub).await;
                 }
             }
         }
@@ -80,10 +94,13 @@ async fn follow(client: Client, channel: String, hub: Hub) {
     let _ = client.quit().await;
 }
 
-async fn subscribe(client: &Client, channel: &str, hub: &Hub) {
-    match client.subscribe(channel).await {
+async fn subscribe(client: &Client, channels: &Channels, hub: &Hub) {
+    match client
+        .subscribe(vec![channels.status.clone(), channels.sessions.clone()])
+        .await
+    {
         Ok(()) => {
-            tracing::info!(%channel, "status fan-out subscribed");
+            tracing::info!(channel = %channels.status, "status fan-out subscribed");
             hub.mark_connected();
         }
         Err(err) => {

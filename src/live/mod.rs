@@ -43,6 +43,12 @@ use crate::{
 /// The pub/sub topic (under REDIS_KEY_PREFIX) status events travel on.
 pub const TOPIC: &str = "job-status";
 
+/// Revocations a process's streams may fall behind by.
+const REVOCATIONS_BUFFER: usize = 256;
+
+/// The topic revoked sessions are announced on (under the key prefix).
+pub const SESSIONS_TOPIC: &str = "session-revoked";
+
 /// Events a slow stream may fall behind by before it re-reads Postgres.
 const PER_JOB_BUFFER: usize = 16;
 
@@ -97,6 +103,9 @@ pub struct Hub {
 
 struct HubInner {
     jobs: Mutex<HashMap<JobId, broadcast::Sender<Arc<StatusEvent>>>>,
+    /// Sessions revoked (logout, refresh-token reuse) anywhere: their open
+    /// streams end.
+    revoked: broadcast::Sender<Uuid>,
     streams: admission::Admission,
     health: watch::Sender<Health>,
     closed: CancellationToken,
@@ -110,12 +119,39 @@ impl Hub {
             inner: Arc::new(HubInner {
                 jobs: Mutex::new(HashMap::new()),
                 streams: admission::Admission::default(),
+                revoked: broadcast::channel(REVOCATIONS_BUFFER).0,
                 health: watch::Sender::new(Health {
                     connected,
                     epoch: 0,
                 }),
                 closed: CancellationToken::new(),
             }),
+        }
+    }
+
+    /// Ends the open streams of `session` in this process.
+    pub fn revoke_session(&self, session: Uuid) {
+        // No receivers (no open streams) is fine.
+        let _ = self.inner.revoked.send(session);
+    }
+
+    /// Resolves when `session` is revoked (or the hub closes): what a
+    /// stream of that session ends on.
+    pub fn session_revoked(
+        &self,
+        session: Uuid,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut revocations = self.inner.revoked.subscribe();
+        async move {
+            loop {
+                match revocations.recv().await {
+                    Ok(revoked) if revoked == session => return,
+                    // A missed revocation ends the stream at its time cap,
+                    // and the token no longer opens a new one.
+                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(broadcast::error::RecvError::Closed) => return,
+                }
+            }
         }
     }
 
@@ -284,6 +320,21 @@ impl Publisher {
                     hub.dispatch(event);
                 }
             }
+            Self::Off => {}
+        }
+    }
+
+    /// Announces that `session` was revoked, so every API process ends its
+    /// open streams at once. Best effort: missed, they end at their time
+    /// cap and cannot reopen.
+    pub async fn revoke_session(&self, session: Uuid) {
+        match self {
+            Self::Redis(redis) => {
+                if let Err(err) = redis.publish(SESSIONS_TOPIC, session.to_string()).await {
+                    tracing::warn!(error = %err, "cannot announce a revoked session; its streams end at their time cap");
+                }
+            }
+            Self::Local(hub) => hub.revoke_session(session),
             Self::Off => {}
         }
     }

@@ -868,3 +868,77 @@ async fn idle_streams_during_a_redis_outage_cost_one_query_a_second(db: PgPool) 
     );
     drop(streams);
 }
+
+/// A logout ends the session's open streams at once (bearer and stream
+/// token alike, through Redis to every API process); another session's
+/// stream goes on.
+#[sqlx::test]
+async fn logging_out_ends_the_sessions_open_streams(db: PgPool) {
+    let app = TestApp::spawn(db).await;
+    let hub = app.state.hub.clone();
+    wait_for("subscribed", WITHIN, || hub.is_connected()).await;
+    let mine = app.signed_in("leaving@example.com").await;
+    let other_session: Value = app
+        .login("leaving@example.com", crate::helpers::PASSWORD)
+        .await
+        .json()
+        .await
+        .expect("json");
+    let other = Tokens {
+        access: other_session["access_token"]
+            .as_str()
+            .expect("access")
+            .to_owned(),
+        refresh: other_session["refresh_token"]
+            .as_str()
+            .expect("refresh")
+            .to_owned(),
+    };
+    let document = upload_text(&app, &mine, "Watched until logout.").await;
+    // No worker: the job stays queued, its streams stay open.
+    let job = create_job(&app.base, &mine, &document).await;
+    let mut bearer = SseReader::new(open_stream(&app.base, &mine, &job, None).await);
+    let token: Value = stream_token(&app.base, &mine, &job)
+        .await
+        .json()
+        .await
+        .expect("json");
+    let mut by_token = SseReader::new(
+        crate::helpers::client()
+            .get(format!(
+                "{}{}",
+                app.base,
+                token["events_url"].as_str().expect("events_url")
+            ))
+            .send()
+            .await
+            .expect("request"),
+    );
+    let mut others = SseReader::new(open_stream(&app.base, &other, &job, None).await);
+    for stream in [&mut bearer, &mut by_token, &mut others] {
+        assert_eq!(
+            stream.next(WITHIN).await.expect("snapshot").data["status"],
+            "queued"
+        );
+    }
+
+    let response = app
+        .client
+        .post(app.url("/api/v1/auth/logout"))
+        .bearer_auth(&mine.access)
+        .send()
+        .await
+        .expect("logout");
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    let started = Instant::now();
+    assert!(bearer.rest(Duration::from_secs(5)).await.is_empty());
+    assert!(by_token.rest(Duration::from_secs(5)).await.is_empty());
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "ended within a second: {:?}",
+        started.elapsed()
+    );
+    // The other session's stream is still open: no end within a moment.
+    let still_open = tokio::time::timeout(Duration::from_millis(500), others.next(WITHIN)).await;
+    assert!(still_open.is_err(), "the other session's stream goes on");
+}

@@ -94,6 +94,34 @@ async fn upload_slow(app: &TestApp, tokens: &Tokens) -> String {
     document["id"].as_str().expect("id").to_owned()
 }
 
+/// The pids of `parent`'s child processes.
+fn children(parent: u32) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .expect("/proc")
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            // /proc/PID/stat: "pid (comm) state ppid ...": the ppid is the
+            // second field after the closing parenthesis.
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|stat| {
+                    let after = stat.rsplit_once(')')?.1.to_owned();
+                    after.split_whitespace().nth(1)?.parse::<u32>().ok()
+                })
+                == Some(parent)
+        })
+        .collect()
+}
+
+/// Whether `pid` runs (a zombie, dead but not yet reaped, does not).
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit_once(')')
+            .and_then(|(_, after)| after.split_whitespace().next().map(|state| state != "Z"))
+            .unwrap_or(false)
+    })
+}
+
 #[sqlx::test]
 async fn a_killed_worker_loses_nothing(db: PgPool) {
     let app = TestApp::spawn(db).await;
@@ -103,8 +131,23 @@ async fn a_killed_worker_loses_nothing(db: PgPool) {
     let mut first = spawn_worker(&app).await;
     let id = create_job(&app, &tokens, &doc).await;
     wait_for(&app, &tokens, &id, "processing", Duration::from_secs(20)).await;
+    let extractors = children(first.0.id());
+    assert!(
+        !extractors.is_empty(),
+        "the worker runs extractor processes"
+    );
     first.0.kill().expect("SIGKILL");
     first.0.wait().expect("reaped");
+    // Its extractors (one is mid-document) end themselves within moments:
+    // they watch their parent, which is gone.
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    while extractors.iter().any(|pid| alive(*pid)) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "extractors of a killed worker still run: {extractors:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     let _second = spawn_worker(&app).await;
     let done = wait_for(&app, &tokens, &id, "succeeded", Duration::from_secs(90)).await;

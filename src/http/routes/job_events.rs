@@ -71,7 +71,7 @@ async fn job_events(
     headers: HeaderMap,
 ) -> Result<EventStream, ApiError> {
     let job_id = JobId(path.id);
-    let owner = stream_caller(&state, &headers, params.token.as_deref(), job_id).await?;
+    let (owner, session) = stream_caller(&state, &headers, params.token.as_deref(), job_id).await?;
     state.jobs.get(owner, job_id).await?;
     let caps = StreamCaps {
         per_user: state.config.sse_max_streams_per_user,
@@ -106,26 +106,31 @@ async fn job_events(
         .await
         .map_err(ApiError::database)?;
     Ok(match events {
-        Some(events) => EventStream::new(events, admitted, state.config.sse_keepalive),
+        // A logout (or a detected token theft) ends the session's streams.
+        Some(events) => EventStream::new(
+            events.take_until(state.hub.session_revoked(session)),
+            admitted,
+            state.config.sse_keepalive,
+        ),
         None => EventStream::finished(),
     })
 }
 
-/// The job's owner, from a stream token (good for its one job only) or a
-/// bearer access token.
+/// The job's owner and the caller's session, from a stream token (good for
+/// its one job only) or a bearer access token.
 async fn stream_caller(
     state: &AppState,
     headers: &HeaderMap,
     stream_token: Option<&str>,
     job_id: JobId,
-) -> Result<UserId, ApiError> {
+) -> Result<(UserId, uuid::Uuid), ApiError> {
     if let Some(token) = stream_token {
         let claims = state.auth.authenticate_stream(token).await?;
         if claims.job_id != job_id {
             // The token is valid, but not for this job: as if it did not exist.
             return Err(ApiError::not_found("No such job."));
         }
-        return Ok(claims.user_id);
+        return Ok((claims.user_id, claims.session));
     }
     let token = bearer_token(headers).ok_or_else(|| {
         ApiError::unauthorized(
@@ -133,7 +138,8 @@ async fn stream_caller(
             "Send an access token as `Authorization: Bearer <token>`, or a stream token as `?token=`.",
         )
     })?;
-    Ok(state.auth.authenticate(token).await?.user_id)
+    let access = state.auth.authenticate(token).await?;
+    Ok((access.user_id, access.session))
 }
 
 fn last_event_id(headers: &HeaderMap) -> Result<Option<i32>, ApiError> {
