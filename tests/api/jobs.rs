@@ -523,14 +523,7 @@ async fn the_dead_letter_queue_is_for_admins(db: PgPool) {
     let stop_worker = tokio_util::sync::CancellationToken::new();
     let worker = app.start_worker_until(stop_worker.clone());
     let user = app.signed_in("ivan@example.com").await;
-    let admin = app.signed_in("root@example.com").await;
-    docflow::db::users::set_role(
-        &app.db,
-        &docflow::domain::Email::parse("root@example.com").expect("email"),
-        docflow::domain::Role::Admin,
-    )
-    .await
-    .expect("promote");
+    let admin = app.signed_in_admin("root@example.com").await;
 
     let mut corrupt = b"%PDF-1.7\n".to_vec();
     corrupt.extend(std::iter::repeat_n(b'\xa7', 1024));

@@ -159,14 +159,7 @@ async fn a_failing_job_streams_its_error_and_ends(db: PgPool) {
     // An admin requeues it; it fails again. A client resuming from before
     // the first failure reaches the current state: the old `failed` is
     // history, not the end.
-    let admin = app.signed_in("root@example.com").await;
-    docflow::db::users::set_role(
-        &app.db,
-        &docflow::domain::Email::parse("root@example.com").expect("email"),
-        docflow::domain::Role::Admin,
-    )
-    .await
-    .expect("role");
+    let admin = app.signed_in_admin("root@example.com").await;
     let requeued = app
         .client
         .post(app.url(&format!("/api/v1/admin/failed-jobs/{job}/requeue")))

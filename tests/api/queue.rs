@@ -339,13 +339,7 @@ async fn cancelling_a_running_job_stops_its_extractor(db: PgPool) {
     assert_eq!(last, ["queued", "processing", "cancelled"]);
 
     // An admin can run it again.
-    docflow::db::users::set_role(
-        &app.db,
-        &docflow::domain::Email::parse("stop@example.com").expect("email"),
-        docflow::domain::Role::Admin,
-    )
-    .await
-    .expect("promote");
+    app.make_admin("stop@example.com").await;
     let requeued = app
         .client
         .post(app.url(&format!("/api/v1/admin/failed-jobs/{job_id}/requeue")))

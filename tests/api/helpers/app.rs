@@ -205,6 +205,26 @@ impl TestApp {
         }
     }
 
+    /// A signed-in account with the admin role (as `docflow user create
+    /// --admin` makes one).
+    pub async fn signed_in_admin(&self, email: &str) -> Tokens {
+        let tokens = self.signed_in(email).await;
+        self.make_admin(email).await;
+        tokens
+    }
+
+    /// Gives an existing account the admin role (its tokens carry no role:
+    /// it applies to them at once).
+    pub async fn make_admin(&self, email: &str) {
+        docflow::db::users::set_role(
+            &self.db,
+            &docflow::domain::Email::parse(email).expect("email"),
+            docflow::domain::Role::Admin,
+        )
+        .await
+        .expect("promote");
+    }
+
     pub async fn me(&self, access: &str) -> Response {
         self.client
             .get(self.url("/api/v1/auth/me"))
