@@ -87,6 +87,8 @@ use support::ScratchDb;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // reqwest is built without a bundled TLS provider (see Cargo.toml).
+    docflow::install_crypto_provider();
     let limit = rlimit::increase_nofile_limit(u64::MAX)?;
     let sizes: Vec<usize> = std::env::var("BENCH_SSE_STREAMS")
         .unwrap_or_else(|_| "1000,10000".into())
@@ -141,6 +143,13 @@ async fn run(
         .env("STORAGE_URL", storage.path())
         .env("BIND_ADDR", format!("127.0.0.1:{port}"))
         .env("AUTH_RATE_LIMIT_PER_MINUTE", "100000")
+        // One user on one address holds every stream here: lift the
+        // per-user, per-address and per-process caps (32, 256 and
+        // 10,000 by default) above the largest size measured.
+        .env("SSE_MAX_STREAMS_PER_USER", "100000")
+        .env("SSE_MAX_STREAMS", "100000")
+        .env("HTTP_MAX_CONNECTIONS_PER_IP", "100000")
+        .env("HTTP_MAX_CONNECTIONS", "100000")
         .env("RUST_LOG", "warn")
         // Extra variables for the API (allocator tuning), K=V,K=V.
         .envs(
@@ -245,6 +254,22 @@ async fn redis_round_trip(url: &str, prefix: &str) -> anyhow::Result<(Duration, 
     let channel = format!("{prefix}baseline");
     let mut messages = subscriber.message_rx();
     subscriber.subscribe(channel.as_str()).await?;
+    // Until Redis counts the subscriber (a fresh client may still be
+    // settling its connection right after another API process's teardown).
+    let settled = Instant::now() + Duration::from_secs(5);
+    while publisher
+        .publish::<i64, _, _>(channel.as_str(), "warm-up")
+        .await?
+        != 1
+    {
+        anyhow::ensure!(
+            Instant::now() < settled,
+            "the baseline subscriber is not subscribed"
+        );
+        subscriber.subscribe(channel.as_str()).await?;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::timeout(Duration::from_secs(5), messages.recv()).await??;
     let mut delays = Vec::with_capacity(1000);
     for i in 0..1000 {
         let sent = Instant::now();
