@@ -71,7 +71,13 @@ pub async fn build_state_with_db(
     };
     let storage = Storage::open(&config.storage)?;
     let keys = TokenKeys::new(config.jwt_secret.expose()).context("JWT_SECRET: unusable")?;
-    let auth = AuthService::new(db.clone(), keys, ephemeral.clone(), config.stream_token_ttl);
+    let auth = AuthService::new(
+        db.clone(),
+        keys,
+        ephemeral.clone(),
+        publisher.clone(),
+        config.stream_token_ttl,
+    );
     let jobs = JobService::new(
         db.clone(),
         config.job_max_attempts,

@@ -12,6 +12,7 @@ use crate::{
     db::{self, users::User},
     domain::{Email, InvalidInput, Password, Role},
     ephemeral::Ephemeral,
+    live::Publisher,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -28,10 +29,7 @@ pub enum AuthError {
     InvalidToken,
     /// A rotated refresh token came back: someone holds a stolen copy.
     #[error("refresh token was already used; the session has been revoked")]
-    RefreshTokenReused {
-        /// The session that was revoked for it.
-        session: Uuid,
-    },
+    RefreshTokenReused,
     /// A dependency we need for this operation (Redis) is down.
     #[error("{0} is unavailable")]
     Unavailable(&'static str),
@@ -85,6 +83,8 @@ pub struct AuthService {
     db: PgPool,
     keys: TokenKeys,
     ephemeral: Ephemeral,
+    /// Announces revoked sessions, so their open streams end everywhere.
+    publisher: Publisher,
     stream_token_ttl: std::time::Duration,
 }
 
@@ -93,6 +93,7 @@ impl AuthService {
         db: PgPool,
         keys: TokenKeys,
         ephemeral: Ephemeral,
+        publisher: Publisher,
         stream_token_ttl: std::time::Duration,
     ) -> Self {
         passwords::warm_up();
@@ -100,6 +101,7 @@ impl AuthService {
             db,
             keys,
             ephemeral,
+            publisher,
             stream_token_ttl,
         }
     }
@@ -188,9 +190,8 @@ impl AuthService {
             if let Err(err) = self.block_session(row.family_id).await {
                 tracing::error!(error = %err, family_id = %row.family_id, "cannot block the reused session's access tokens");
             }
-            return Err(AuthError::RefreshTokenReused {
-                session: row.family_id,
-            });
+            self.publisher.revoke_session(row.family_id).await;
+            return Err(AuthError::RefreshTokenReused);
         }
         let now = Utc::now();
         if row.expires_at <= now {
@@ -292,7 +293,10 @@ impl AuthService {
         self.block_session(access.session).await.map_err(|err| {
             tracing::error!(error = %err, "cannot block the session on logout");
             AuthError::Unavailable("the token blocklist")
-        })
+        })?;
+        // Its open live-status streams end too, in every API process.
+        self.publisher.revoke_session(access.session).await;
+        Ok(())
     }
 
     /// Blocks every access and stream token of `session` for as long as

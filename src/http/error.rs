@@ -216,7 +216,7 @@ impl From<AuthError> for ApiError {
             AuthError::InvalidToken => {
                 Self::unauthorized("invalid_token", "The token is invalid or has been revoked.")
             }
-            AuthError::RefreshTokenReused { .. } => Self::unauthorized(
+            AuthError::RefreshTokenReused => Self::unauthorized(
                 "refresh_token_reused",
                 "This refresh token was already used; the session has been revoked. Sign in again.",
             ),
@@ -224,13 +224,11 @@ impl From<AuthError> for ApiError {
                 "dependency_unavailable",
                 format!("{what} is temporarily unavailable; try again shortly."),
             ),
-            AuthError::Busy => Self {
-                retry_after: Some(Duration::from_secs(1)),
-                ..Self::unavailable(
-                    "overloaded",
-                    "Too many sign-ins are being checked at once; retry after the seconds in Retry-After.",
-                )
-            },
+            AuthError::Busy => Self::unavailable(
+                "overloaded",
+                "Too many sign-ins are being checked at once; retry after the seconds in Retry-After.",
+            )
+            .with_retry_after(Duration::from_secs(1)),
             AuthError::Internal(cause) => Self::internal(cause),
         }
     }
@@ -280,5 +278,24 @@ pub fn body_rejection(status: StatusCode, text: String) -> ApiError {
         )
     } else {
         ApiError::bad_request("unreadable_body", text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Saturated password hashing is the client's cue to come back: 503
+    /// with Retry-After and the envelope, never a 500.
+    #[tokio::test]
+    async fn saturated_hashing_is_503_with_retry_after() {
+        let response = ApiError::from(AuthError::Busy).into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "1");
+        let body = axum::body::to_bytes(response.into_body(), 4096)
+            .await
+            .expect("body");
+        let body: serde_json::Value = serde_json::from_slice(&body).expect("json");
+        assert_eq!(body["error"]["code"], "overloaded");
     }
 }

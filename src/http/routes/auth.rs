@@ -159,14 +159,7 @@ async fn refresh(
     Json(body): Json<RefreshRequest>,
 ) -> Result<Json<TokenPair>, ApiError> {
     limit_auth_endpoint(&state, "refresh", ip).await?;
-    let session = match state.auth.refresh(&body.refresh_token).await {
-        Ok(session) => session,
-        Err(crate::auth::AuthError::RefreshTokenReused { session }) => {
-            state.publisher.revoke_session(session).await;
-            return Err(crate::auth::AuthError::RefreshTokenReused { session }.into());
-        }
-        Err(err) => return Err(err.into()),
-    };
+    let session = state.auth.refresh(&body.refresh_token).await?;
     Ok(Json(session.into()))
 }
 
@@ -190,8 +183,6 @@ async fn logout(
 ) -> Result<StatusCode, ApiError> {
     let refresh_token = body.and_then(|b| b.refresh_token);
     state.auth.logout(&access, refresh_token.as_deref()).await?;
-    // Its open live-status streams end too, in every API process.
-    state.publisher.revoke_session(access.session).await;
     Ok(StatusCode::NO_CONTENT)
 }
 
