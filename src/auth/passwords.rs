@@ -55,7 +55,16 @@ pub enum HashingError {
 async fn with_slot<T: Send + 'static>(
     work: impl FnOnce(&mut Vec<Block>) -> T + Send + 'static,
 ) -> Result<T, HashingError> {
-    let _slot = tokio::time::timeout(HASHING_WAIT, HASHING.acquire())
+    with_slot_of(&HASHING, HASHING_WAIT, work).await
+}
+
+/// `with_slot` over any set of slots and wait (tests use small ones).
+async fn with_slot_of<T: Send + 'static>(
+    slots: &Semaphore,
+    wait: Duration,
+    work: impl FnOnce(&mut Vec<Block>) -> T + Send + 'static,
+) -> Result<T, HashingError> {
+    let _slot = tokio::time::timeout(wait, slots.acquire())
         .await
         .map_err(|_| HashingError::Busy)?
         .map_err(|_| HashingError::Busy)?;
@@ -229,6 +238,24 @@ mod tests {
                 .verify_password(b"supersecret2", &parsed)
                 .is_err()
         );
+    }
+
+    /// Past the wait for a slot the caller is told to come back (503
+    /// `overloaded` with Retry-After at the API), and nothing runs.
+    #[tokio::test]
+    async fn a_caller_that_waits_too_long_for_a_slot_is_refused() {
+        let slots = Semaphore::new(1);
+        let held = slots.acquire().await.expect("the only slot");
+        let started = std::time::Instant::now();
+        let refused = with_slot_of(&slots, Duration::from_millis(100), |_| {
+            panic!("ran without a slot")
+        })
+        .await;
+        assert!(matches!(refused, Err(HashingError::Busy)), "{refused:?}");
+        assert!(started.elapsed() >= Duration::from_millis(100));
+        drop(held);
+        let ran = with_slot_of(&slots, Duration::from_millis(100), |_| 7).await;
+        assert_eq!(ran.expect("a free slot"), 7);
     }
 
     #[tokio::test]

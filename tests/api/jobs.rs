@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use crate::helpers::{
-    S3Server, TestApp, assert_error, create_job, get, get_json, is_terminal, job_events, jpeg, pdf,
-    run_job, upload_id, wait_for_job,
+    S3Server, TestApp, assert_error, create_job, event_kinds, get, get_json, is_terminal,
+    job_events, jpeg, pdf, run_job, upload_id, wait_for_job,
 };
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -602,11 +602,7 @@ async fn the_dead_letter_queue_is_for_admins(db: PgPool) {
     let done = wait_for_job(&app, &user, &job_id, Duration::from_secs(30), is_terminal).await;
     assert_eq!(done["status"], "failed");
     assert_eq!(done["attempts"], 1, "requeue resets attempts");
-    let kinds: Vec<String> = job_events(&app.db, &job_id)
-        .await
-        .into_iter()
-        .map(|(k, ..)| k)
-        .collect();
+    let kinds: Vec<String> = event_kinds(&app.db, &job_id).await;
     assert_eq!(
         kinds,
         [

@@ -19,8 +19,8 @@ use serde_json::{Value, json};
 use sqlx::PgPool;
 
 use crate::helpers::{
-    Deployment, Running, TestApp, Tokens, assert_error, create_job, free_port, get_json,
-    is_terminal, job_events, noise_png, sign_in_at, start_job, start_text_job, upload_id,
+    Deployment, Running, TestApp, Tokens, assert_error, create_job, event_kinds, free_port,
+    get_json, is_terminal, noise_png, sign_in_at, start_job, start_text_job, upload_id,
     wait_for_job, wait_until_live,
 };
 
@@ -123,11 +123,7 @@ async fn a_stale_run_records_nothing(db: PgPool) {
     .await
     .expect("apply");
     assert_eq!(written.len(), 2, "processing and succeeded");
-    let kinds: Vec<String> = job_events(&db, &job_id)
-        .await
-        .into_iter()
-        .map(|(kind, ..)| kind)
-        .collect();
+    let kinds: Vec<String> = event_kinds(&db, &job_id).await;
     assert_eq!(
         kinds,
         [
@@ -203,15 +199,12 @@ async fn a_dead_workers_runs_are_rescued_and_only_started_ones_count(db: PgPool)
         (job["status"].as_str(), job["attempts"].as_i64()),
         (Some("queued"), Some(0))
     );
-    let kinds = |events: Vec<(String, i32, Option<String>, chrono::DateTime<chrono::Utc>)>| {
-        events.into_iter().map(|(k, ..)| k).collect::<Vec<_>>()
-    };
     assert_eq!(
-        kinds(job_events(&db, &started_job).await),
+        event_kinds(&db, &started_job).await,
         ["queued", "processing", "retry_scheduled"]
     );
     // It never left `queued` as far as anyone saw.
-    assert_eq!(kinds(job_events(&db, &claimed_job).await), ["queued"]);
+    assert_eq!(event_kinds(&db, &claimed_job).await, ["queued"]);
     // A live worker's runs are left alone: a rescue now changes nothing.
     app.start_worker();
     let done = wait_for_job(
@@ -269,11 +262,7 @@ async fn cancelling_a_queued_job_is_final(db: PgPool) {
         .await
         .expect("request");
     assert_error(theirs, StatusCode::NOT_FOUND, "not_found").await;
-    let kinds: Vec<String> = job_events(&app.db, &job_id)
-        .await
-        .into_iter()
-        .map(|(k, ..)| k)
-        .collect();
+    let kinds: Vec<String> = event_kinds(&app.db, &job_id).await;
     assert_eq!(kinds, ["queued", "cancelled"]);
 }
 
@@ -331,11 +320,7 @@ async fn cancelling_a_running_job_stops_its_extractor(db: PgPool) {
     let job = get_json(&app, &tokens, &format!("/api/v1/jobs/{job_id}")).await;
     assert_eq!(job["status"], "cancelled");
     assert!(job.get("result").is_none());
-    let last: Vec<String> = job_events(&app.db, &job_id)
-        .await
-        .into_iter()
-        .map(|(k, ..)| k)
-        .collect();
+    let last: Vec<String> = event_kinds(&app.db, &job_id).await;
     assert_eq!(last, ["queued", "processing", "cancelled"]);
 
     // An admin can run it again.

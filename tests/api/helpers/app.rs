@@ -461,6 +461,15 @@ pub async fn job_events(
     .expect("events")
 }
 
+/// The statuses of a job's events, in order.
+pub async fn event_kinds(db: &PgPool, job_id: &str) -> Vec<String> {
+    job_events(db, job_id)
+        .await
+        .into_iter()
+        .map(|(kind, ..)| kind)
+        .collect()
+}
+
 /// The URL of the database `#[sqlx::test]` made for this test, for a
 /// `docflow` process the test starts.
 pub async fn database_url(db: &PgPool) -> String {
