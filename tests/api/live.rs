@@ -778,6 +778,20 @@ async fn processes_started_during_a_redis_outage_connect_when_it_returns(db: PgP
         response.json::<Value>().await.expect("json")["degraded"].clone()
     };
     assert_eq!(readiness().await, json!(["redis"]));
+    let gauge = || async {
+        let text = client
+            .get(format!("{base}/metrics"))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text");
+        text.lines()
+            .find(|line| line.starts_with("redis_connected "))
+            .map(str::to_owned)
+    };
+    assert_eq!(gauge().await.as_deref(), Some("redis_connected 0"));
 
     redis.restart();
     let since = Instant::now();
@@ -788,6 +802,7 @@ async fn processes_started_during_a_redis_outage_connect_when_it_returns(db: PgP
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    assert_eq!(gauge().await.as_deref(), Some("redis_connected 1"));
     // The worker backs off up to 2 s between attempts: give it that.
     tokio::time::sleep(Duration::from_secs(3)).await;
     // Listen on Redis itself for what the worker publishes.
