@@ -146,6 +146,8 @@ pub struct Config {
     pub extract_timeout: Duration,
     /// Limit of one OCR run; past it the attempt fails as transient.
     pub ocr_timeout: Duration,
+    /// PDF pages read by OCR per document, at most.
+    pub ocr_max_pages: usize,
     /// Live status streams: the longest one stream stays open (the browser
     /// then reconnects with Last-Event-ID) and the keepalive interval.
     pub sse_max_stream: Duration,
@@ -365,6 +367,8 @@ impl Config {
         let idempotency_ttl = positive_secs("IDEMPOTENCY_TTL_SECS", 24 * 3600)?;
         let extract_timeout = positive_secs("EXTRACT_TIMEOUT_SECS", 180)?;
         let ocr_timeout = positive_secs("OCR_TIMEOUT_SECS", 60)?;
+        let ocr_max_pages: usize =
+            env.parsed_or("OCR_MAX_PAGES", docflow_extract::DEFAULT_OCR_MAX_PAGES)?;
         let ocr_languages = env
             .optional("OCR_LANGUAGES")
             .unwrap_or_else(|| "eng".to_owned());
@@ -480,6 +484,7 @@ impl Config {
             idempotency_ttl,
             extract_timeout,
             ocr_timeout,
+            ocr_max_pages,
             sse_max_stream,
             legacy_notes: {
                 let mut notes = notes.take();

@@ -37,7 +37,7 @@ enum Command {
         /// The file's type; detected from its content when omitted.
         #[arg(long)]
         content_type: Option<String>,
-        /// Skip OCR of images.
+        /// Skip OCR (of images, and of PDF pages without a text layer).
         #[arg(long)]
         no_ocr: bool,
         #[arg(long, default_value_t = 60)]
@@ -170,16 +170,20 @@ fn extract(
     address_space_bytes: u64,
     cpu_seconds: u64,
 ) -> ExitCode {
+    // The sniffer's refusal is already a sentence; only a declared type
+    // that names no extractor is worded as such.
     let kind = match content_type {
-        Some(declared) => declared.parse::<docflow_extract::ContentKind>(),
+        Some(declared) => declared
+            .parse::<docflow_extract::ContentKind>()
+            .map_err(|e| e.to_string()),
         None => std::fs::read(path)
-            .map_err(|e| docflow_extract::UnsupportedContentType(e.to_string()))
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))
             .and_then(|bytes| {
                 docflow::documents::identify(
                     &bytes[..bytes.len().min(docflow::documents::SNIFF_LEN)],
                     None,
                 )
-                .map_err(|e| docflow_extract::UnsupportedContentType(e.0))
+                .map_err(|e| e.0)
             }),
     };
     let kind = match kind {
@@ -193,9 +197,12 @@ fn extract(
         ocr: ocr.then(|| docflow_extract::OcrOptions {
             language: "eng".to_owned(),
             timeout: std::time::Duration::from_secs(ocr_timeout_secs),
+            strategy: docflow_extract::OcrStrategy::Auto,
+            max_pages: docflow_extract::DEFAULT_OCR_MAX_PAGES,
         }),
         ..docflow_extract::Limits::default()
-    };
+    }
+    .within_cpu_seconds(cpu_seconds);
     let code =
         docflow_extract::serve::extract_once(path, kind, address_space_bytes, cpu_seconds, &limits);
     ExitCode::from(u8::try_from(code).unwrap_or(1))

@@ -24,7 +24,9 @@ pub fn identify(head: &[u8], declared: Option<&str>) -> Result<ContentKind, Unsu
                 kind.extension()
             ))
         })?,
-        None if looks_like_text(head) => ContentKind::Text,
+        None if looks_like_text(head) || docflow_extract::text::utf16(head).is_some() => {
+            ContentKind::Text
+        }
         None => {
             return Err(Unsupported(
                 "the content is binary data of an unrecognised type".to_owned(),
@@ -63,6 +65,10 @@ fn looks_like_text(bytes: &[u8]) -> bool {
 /// Validates a text upload chunk by chunk: it must be UTF-8, or decode in the
 /// encoding chardetng detects, and must not turn binary further in.
 pub struct TextCheck {
+    /// Decided by the first chunk: UTF-16 (by BOM or NUL pattern) is
+    /// checked by decoding it, as it goes.
+    utf16: Option<encoding_rs::Decoder>,
+    started: bool,
     utf8_valid: bool,
     /// An incomplete UTF-8 sequence at the end of the previous chunk.
     carry: Vec<u8>,
@@ -73,6 +79,8 @@ pub struct TextCheck {
 impl Default for TextCheck {
     fn default() -> Self {
         Self {
+            utf16: None,
+            started: false,
             utf8_valid: true,
             carry: Vec::new(),
             detector: chardetng::EncodingDetector::new(),
@@ -84,6 +92,15 @@ impl Default for TextCheck {
 impl TextCheck {
     pub fn feed(&mut self, chunk: &[u8]) {
         if self.binary {
+            return;
+        }
+        if !self.started {
+            self.started = true;
+            self.utf16 = docflow_extract::text::utf16(chunk)
+                .map(encoding_rs::Encoding::new_decoder_with_bom_removal);
+        }
+        if let Some(decoder) = &mut self.utf16 {
+            self.binary = !utf16_is_text(decoder, chunk, false);
             return;
         }
         if !looks_like_text(chunk) {
@@ -108,10 +125,18 @@ impl TextCheck {
 
     /// The encoding the text is in, or why it is not text.
     pub fn finish(mut self) -> Result<&'static encoding_rs::Encoding, Unsupported> {
+        if let Some(decoder) = &mut self.utf16
+            && !self.binary
+        {
+            self.binary = !utf16_is_text(decoder, &[], true);
+        }
         if self.binary {
             return Err(Unsupported(
                 "declared or detected as text, but the content contains binary data".to_owned(),
             ));
+        }
+        if let Some(decoder) = &self.utf16 {
+            return Ok(decoder.encoding());
         }
         if self.utf8_valid && self.carry.is_empty() {
             return Ok(encoding_rs::UTF_8);
@@ -124,6 +149,25 @@ impl TextCheck {
             ));
         }
         Ok(encoding)
+    }
+}
+
+/// Decodes a chunk of UTF-16: text when it is well-formed and has no NUL
+/// characters.
+fn utf16_is_text(decoder: &mut encoding_rs::Decoder, mut chunk: &[u8], last: bool) -> bool {
+    let mut out = [0_u8; 8192];
+    loop {
+        let (result, read, written) =
+            decoder.decode_to_utf8_without_replacement(chunk, &mut out, last);
+        if out[..written].contains(&0) {
+            return false;
+        }
+        chunk = &chunk[read..];
+        match result {
+            encoding_rs::DecoderResult::InputEmpty => return true,
+            encoding_rs::DecoderResult::OutputFull => {}
+            encoding_rs::DecoderResult::Malformed(_, _) => return false,
+        }
     }
 }
 
@@ -171,6 +215,25 @@ mod tests {
         latin1.feed(b"caf\xe9 cr\xe8me br\xfbl\xe9e, une sp\xe9cialit\xe9 fran\xe7aise tr\xe8s appr\xe9ci\xe9e");
         let encoding = latin1.finish().expect("decodes");
         assert_ne!(encoding, encoding_rs::UTF_8);
+
+        // UTF-16 with a BOM, split mid-unit, and without one.
+        let units: Vec<u8> = "Grüße, naïve café ✓ and more text"
+            .encode_utf16()
+            .flat_map(u16::to_le_bytes)
+            .collect();
+        let with_bom = [&[0xff, 0xfe][..], &units].concat();
+        assert_eq!(identify(&with_bom, None), Ok(ContentKind::Text));
+        assert_eq!(identify(&units, Some("text/plain")), Ok(ContentKind::Text));
+        for bytes in [&with_bom, &units] {
+            let mut utf16 = TextCheck::default();
+            utf16.feed(&bytes[..7]);
+            utf16.feed(&bytes[7..]);
+            assert_eq!(utf16.finish(), Ok(encoding_rs::UTF_16LE));
+        }
+        let mut nul_unit = TextCheck::default();
+        nul_unit.feed(&with_bom);
+        nul_unit.feed(&[0, 0, b'a', 0]);
+        assert!(nul_unit.finish().is_err());
 
         let mut binary = TextCheck::default();
         binary.feed(b"looks fine");

@@ -90,6 +90,7 @@ impl WorkerSetup {
                 enabled: config.tesseract_enabled,
                 languages: config.ocr_languages.clone(),
                 timeout: config.ocr_timeout,
+                max_pages: config.ocr_max_pages,
             },
             scratch_root: std::env::temp_dir().join("docflow-worker"),
             metrics_addr: config.worker_metrics_addr,
@@ -110,8 +111,9 @@ fn extractor_program() -> PathBuf {
     }
 }
 
-/// Fails with a clear message when OCR is on but tesseract or a language's
-/// data is missing: better to refuse to start than to fail every image.
+/// Fails with a clear message when OCR is on but tesseract, a language's
+/// data or the page renderer is missing: better to refuse to start than to
+/// fail every image and scan.
 pub fn check_tesseract(enabled: bool, languages: &str) -> anyhow::Result<()> {
     if !enabled {
         return Ok(());
@@ -122,7 +124,13 @@ pub fn check_tesseract(enabled: bool, languages: &str) -> anyhow::Result<()> {
              data (tesseract-ocr-eng, …), change OCR_LANGUAGES, or set TESSERACT_ENABLED=false"
         )
     })?;
-    tracing::info!(%version, languages, "tesseract available");
+    let renderer = docflow_extract::ocr::check_renderer().map_err(|reason| {
+        anyhow::anyhow!(
+            "{reason}; install poppler-utils (it renders PDF pages without text for OCR), \
+             or set TESSERACT_ENABLED=false"
+        )
+    })?;
+    tracing::info!(%version, %renderer, languages, "OCR available");
     Ok(())
 }
 

@@ -12,7 +12,7 @@ use std::{
 
 use chrono::{DateTime, Utc};
 use docflow_extract::{
-    ContentKind, ExtractError,
+    ContentKind, ExtractError, OcrStrategy,
     pool::{ExtractorPool, Job as ExtractJob, SandboxError},
     protocol::OcrRequest,
 };
@@ -49,6 +49,8 @@ pub struct OcrSettings {
     /// Tesseract languages, joined by `+`.
     pub languages: String,
     pub timeout: std::time::Duration,
+    /// PDF pages read by OCR per document, at most.
+    pub max_pages: usize,
 }
 
 /// Runs jobs; shared by every run of one worker process.
@@ -158,6 +160,8 @@ impl Runner {
         let ocr = self.ocr.enabled.then(|| OcrRequest {
             language: self.ocr.languages.clone(),
             timeout_secs: self.ocr.timeout.as_secs(),
+            strategy: OcrStrategy::Auto,
+            max_pages: self.ocr.max_pages,
         });
         let extracted = self
             .pool

@@ -7,6 +7,7 @@ mod helpers;
 mod auth;
 mod browser;
 mod documents;
+mod extraction;
 mod hardening;
 mod http_conventions;
 mod jobs;

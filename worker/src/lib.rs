@@ -13,6 +13,8 @@ mod content_kind;
 pub mod image;
 pub mod ocr;
 pub mod pdf;
+mod pdf_content;
+mod pdf_ocr;
 mod pdf_text;
 pub mod pool;
 pub mod protocol;
@@ -42,8 +44,54 @@ pub enum ExtractError {
 #[derive(Debug, Clone)]
 pub struct OcrOptions {
     pub language: String,
+    /// Per run of tesseract (one image, one PDF page) and of the page
+    /// renderer.
     pub timeout: Duration,
+    /// Which PDF pages are read by OCR.
+    pub strategy: OcrStrategy,
+    /// PDF pages read by OCR per document, at most.
+    pub max_pages: usize,
 }
+
+/// Which pages of a PDF are read by OCR (images always are, unless off).
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum OcrStrategy {
+    /// Pages without a usable text layer: fewer than ten characters, or
+    /// mostly glyphs that map to no character.
+    #[default]
+    Auto,
+    /// No OCR: only the text layer, and images without text.
+    Off,
+    /// Every page, whatever its text layer says.
+    Force,
+}
+
+impl OcrStrategy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Auto => "auto",
+            Self::Off => "off",
+            Self::Force => "force",
+        }
+    }
+}
+
+impl std::str::FromStr for OcrStrategy {
+    type Err = String;
+
+    fn from_str(raw: &str) -> Result<Self, Self::Err> {
+        [Self::Auto, Self::Off, Self::Force]
+            .into_iter()
+            .find(|s| s.as_str() == raw)
+            .ok_or_else(|| format!("unknown OCR strategy {raw:?} (auto, off or force)"))
+    }
+}
+
+/// PDF pages read by OCR per document, unless configured otherwise.
+pub const DEFAULT_OCR_MAX_PAGES: usize = 50;
 
 /// Bounds on the work one document may cause.
 #[derive(Debug, Clone)]
@@ -51,6 +99,12 @@ pub struct Limits {
     /// Largest size any single PDF stream may inflate to.
     pub max_decompressed_bytes: usize,
     pub max_pdf_pages: usize,
+    /// Text kept per document, at most (bytes); the rest is not read.
+    pub max_text_bytes: usize,
+    /// CPU time reading a PDF's text may take, at most: well below the
+    /// sandbox's own CPU limit, so a hostile file fails with a reason
+    /// instead of being killed.
+    pub pdf_cpu_budget: Duration,
     /// Images above this many pixels are refused before decoding.
     pub max_image_pixels: u64,
     pub ocr: Option<OcrOptions>,
@@ -61,12 +115,29 @@ impl Default for Limits {
         Self {
             max_decompressed_bytes: 64 * 1024 * 1024,
             max_pdf_pages: 2_000,
+            max_text_bytes: 16 << 20,
+            pdf_cpu_budget: Duration::from_secs(30),
             max_image_pixels: 50_000_000,
             ocr: Some(OcrOptions {
                 language: "eng".into(),
                 timeout: Duration::from_secs(60),
+                strategy: OcrStrategy::Auto,
+                max_pages: DEFAULT_OCR_MAX_PAGES,
             }),
         }
+    }
+}
+
+impl Limits {
+    /// These limits for a sandbox that gives a document `cpu_seconds`: the
+    /// PDF text budget is at most a quarter of it, so the budget's clear
+    /// failure comes first.
+    #[must_use]
+    pub fn within_cpu_seconds(mut self, cpu_seconds: u64) -> Self {
+        self.pdf_cpu_budget = self
+            .pdf_cpu_budget
+            .min(Duration::from_secs(cpu_seconds) / 4);
+        self
     }
 }
 
@@ -77,7 +148,9 @@ pub fn extract(
     limits: &Limits,
 ) -> Result<ExtractionResult, ExtractError> {
     match kind {
-        ContentKind::Pdf => pdf::extract(path, limits).map(ExtractionResult::Pdf),
+        ContentKind::Pdf => {
+            pdf::extract(path, limits).map(|pdf| ExtractionResult::Pdf(Box::new(pdf)))
+        }
         ContentKind::Png | ContentKind::Jpeg => {
             image::extract(path, limits).map(ExtractionResult::Image)
         }

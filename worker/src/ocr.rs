@@ -9,7 +9,7 @@
 use std::{
     io::Read,
     path::Path,
-    process::{Command, Stdio},
+    process::{Child, Command, ExitStatus, Stdio},
     time::{Duration, Instant},
 };
 
@@ -65,27 +65,7 @@ pub fn recognize(path: &Path, options: &OcrOptions, dpi: u32) -> Result<Recogniz
             buf
         })
     });
-    let deadline = Instant::now() + options.timeout;
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break status,
-            Ok(None) if Instant::now() >= deadline => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(ExtractError::Transient(format!(
-                    "tesseract did not finish within {}s",
-                    options.timeout.as_secs()
-                )));
-            }
-            Ok(None) => std::thread::sleep(Duration::from_millis(5)),
-            Err(e) => {
-                let _ = child.kill();
-                return Err(ExtractError::Transient(format!(
-                    "waiting for tesseract: {e}"
-                )));
-            }
-        }
-    };
+    let status = wait_until(&mut child, options.timeout, "tesseract")?;
     let tsv = stdout.and_then(|t| t.join().ok()).unwrap_or_default();
     let err = stderr.and_then(|t| t.join().ok()).unwrap_or_default();
     if !status.success() {
@@ -98,6 +78,36 @@ pub fn recognize(path: &Path, options: &OcrOptions, dpi: u32) -> Result<Recogniz
         )));
     }
     Ok(parse_tsv(&String::from_utf8_lossy(&tsv)))
+}
+
+/// Waits for `child` at most `timeout`, killing it past that. A timeout is
+/// transient: the machine was busy.
+pub(crate) fn wait_until(
+    child: &mut Child,
+    timeout: Duration,
+    program: &str,
+) -> Result<ExitStatus, ExtractError> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return Ok(status),
+            Ok(None) if Instant::now() >= deadline => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(ExtractError::Transient(format!(
+                    "{program} did not finish within {}s",
+                    timeout.as_secs()
+                )));
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(5)),
+            Err(e) => {
+                let _ = child.kill();
+                return Err(ExtractError::Transient(format!(
+                    "waiting for {program}: {e}"
+                )));
+            }
+        }
+    }
 }
 
 /// Rebuilds text from tesseract's TSV: level-5 rows are words, and their
@@ -191,6 +201,23 @@ pub fn check(language: &str) -> Result<String, String> {
         ));
     }
     Ok(version)
+}
+
+/// Whether poppler's `pdftoppm`, which renders PDF pages for OCR, runs:
+/// its version line.
+pub fn check_renderer() -> Result<String, String> {
+    let output = Command::new("pdftoppm")
+        .arg("-v")
+        .output()
+        .map_err(|e| format!("the `pdftoppm` binary is not usable ({e})"))?;
+    // It prints its version on stderr.
+    let text = String::from_utf8_lossy(&output.stderr).into_owned()
+        + &String::from_utf8_lossy(&output.stdout);
+    text.lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("pdftoppm version"))
+        .map(str::to_owned)
+        .ok_or_else(|| "unexpected `pdftoppm -v` output".to_owned())
 }
 
 #[cfg(test)]

@@ -2,15 +2,27 @@
 //! decompression limits on, a page cap, and encryption reported clearly.
 //! The text itself is read by position (`pdf_text`), not by lopdf's
 //! `extract_text`, which glues words that a PDF separates by moving the pen.
+//!
+//! Every bound is the document's: pages (`Limits::max_pdf_pages`), text
+//! (`Limits::max_text_bytes`), content-stream operations and CPU time
+//! (`Limits::pdf_cpu_budget`). Pages and text past their bound are left
+//! unread and the result says so; a document past the others fails as
+//! `too_complex`, naming the bound, long before the sandbox's own limits.
 
-use std::path::Path;
+use std::{collections::HashSet, io::Read, path::Path};
 
-use lopdf::{Document, LoadOptions, Object};
+use lopdf::{Document, LoadOptions, Object, ObjectId, xref::XrefRecovery};
 
 use crate::{
-    ExtractError, Limits,
-    result::{PdfExtraction, PdfInfo, PdfPage, TextCounts},
+    ExtractError, Limits, OcrOptions, OcrStrategy,
+    pdf_ocr::{self, PageToRead},
+    pdf_text::{PageError, TextReader},
+    result::{OcrSummary, PdfExtraction, PdfInfo, PdfPage, TextCounts, TextSource},
 };
+
+/// Page-tree nodes visited, at most, and how deep.
+const MAX_PAGE_TREE_NODES: usize = 1_000_000;
+const MAX_PAGE_TREE_DEPTH: usize = 256;
 
 pub fn extract(path: &Path, limits: &Limits) -> Result<PdfExtraction, ExtractError> {
     let options = LoadOptions {
@@ -22,38 +34,92 @@ pub fn extract(path: &Path, limits: &Limits) -> Result<PdfExtraction, ExtractErr
         lopdf::Error::Unimplemented(what) if what.contains("assword") => encrypted(),
         other => ExtractError::Permanent(format!("not a readable PDF: {other}")),
     })?;
-    // Loaded but still encrypted: no password opened it.
+    // Loaded but still encrypted: no password opened it, and every string
+    // and stream in it is ciphertext.
     if document.is_encrypted() && !document.was_encrypted() {
         return Err(encrypted());
     }
 
-    let all_pages = document.get_pages();
-    if all_pages.is_empty() {
-        return Err(ExtractError::Permanent("the PDF has no pages".into()));
+    let tree = page_tree(&document);
+    if tree.pages.is_empty() {
+        return Err(ExtractError::Permanent(
+            "the PDF has no pages: its page tree is empty or missing".into(),
+        ));
     }
-    let page_count = u32::try_from(all_pages.len()).unwrap_or(u32::MAX);
-    let truncated = all_pages.len() > limits.max_pdf_pages;
-
-    let mut pages = Vec::new();
-    let mut pages_without_text = Vec::new();
-    for (&number, &page_id) in all_pages.iter().take(limits.max_pdf_pages) {
-        // A page whose content cannot be decoded counts as a page without
-        // text; one bad page does not sink the document.
-        let text = crate::pdf_text::page_text(&document, page_id, limits.max_decompressed_bytes)
-            .map(|t| normalise(&t))
-            .unwrap_or_default();
-        if text.trim().is_empty() {
-            pages_without_text.push(number);
+    let mut damage = Vec::new();
+    match document.xref_recovery {
+        Some(XrefRecovery::Reconstructed) => damage.push(
+            "the cross-reference table was unreadable and was rebuilt by scanning the file; \
+             objects may be missing",
+        ),
+        Some(XrefRecovery::OffsetCorrected) => {
+            damage.push("cross-reference offsets were wrong and were corrected");
         }
-        let (width_pt, height_pt) = page_size(&document, page_id);
+        Some(_) => damage.push("the cross-reference data was repaired"),
+        None => {}
+    }
+    if tree.cycle {
+        damage.push("the page tree refers back to itself; each page was read once");
+    }
+    if !ends_with_eof_marker(path) {
+        damage.push("the file is cut short (it does not end with %%EOF)");
+    }
+
+    let page_count = u32::try_from(tree.pages.len()).unwrap_or(u32::MAX);
+    let mut truncated_reason = (tree.pages.len() > limits.max_pdf_pages).then(|| {
+        format!(
+            "pages after {} were not read (the page limit)",
+            limits.max_pdf_pages
+        )
+    });
+
+    let mut reader = TextReader::new(
+        &document,
+        limits.max_decompressed_bytes,
+        limits.pdf_cpu_budget,
+    );
+    let mut text_bytes = 0;
+    let mut pages = Vec::new();
+    for (page_id, number) in tree.pages.iter().take(limits.max_pdf_pages).zip(1_u32..) {
+        let room = limits.max_text_bytes.saturating_sub(text_bytes);
+        let (text, cut) = match reader.page_text(*page_id, room) {
+            Ok(read) => (normalise(&read.text), read.cut),
+            // A page whose content cannot be decoded counts as a page
+            // without text; one bad page does not sink the document.
+            Err(PageError::Unreadable) => (String::new(), false),
+            Err(PageError::TooComplex(why)) => return Err(too_complex(number, &why)),
+        };
+        text_bytes += text.len() + 1;
+        let (width_pt, height_pt) = page_size(&document, *page_id);
         pages.push(PdfPage {
             number,
             width_pt,
             height_pt,
             counts: TextCounts::of(&text),
             text,
+            source: TextSource::Text,
+            ocr_confidence: None,
+            ocr_error: None,
         });
+        if cut {
+            truncated_reason = Some(format!(
+                "the text after {} MiB was not read (the text limit), from page {number} on",
+                limits.max_text_bytes >> 20
+            ));
+            break;
+        }
     }
+    let ocr = match &limits.ocr {
+        Some(options) if options.strategy != OcrStrategy::Off => {
+            ocr_pages(path, &mut pages, options, limits.max_image_pixels)?
+        }
+        _ => OcrOutcome::default(),
+    };
+    let pages_without_text = pages
+        .iter()
+        .filter(|p| p.text.trim().is_empty())
+        .map(|p| p.number)
+        .collect();
     let text = pages
         .iter()
         .map(|p| p.text.as_str())
@@ -69,19 +135,190 @@ pub fn extract(path: &Path, limits: &Limits) -> Result<PdfExtraction, ExtractErr
         info: info(&document),
         pages,
         pages_without_text,
-        truncated,
+        ocr_page_count: ocr.pages,
+        ocr_pages_skipped: ocr.skipped,
+        ocr: ocr.summary,
+        truncated: truncated_reason.is_some(),
+        truncated_reason,
+        damaged: !damage.is_empty(),
+        damage: (!damage.is_empty()).then(|| damage.join("; ")),
     })
+}
+
+#[derive(Default)]
+struct OcrOutcome {
+    pages: u32,
+    skipped: u32,
+    summary: Option<OcrSummary>,
+}
+
+/// Reads by OCR the pages the strategy picks (at most `max_pages` of
+/// them), replacing their text layer.
+fn ocr_pages(
+    path: &Path,
+    pages: &mut [PdfPage],
+    options: &OcrOptions,
+    max_pixels: u64,
+) -> Result<OcrOutcome, ExtractError> {
+    let wanted: Vec<usize> = (0..pages.len())
+        .filter(|&i| options.strategy == OcrStrategy::Force || pdf_ocr::needs_ocr(&pages[i].text))
+        .collect();
+    let now = &wanted[..wanted.len().min(options.max_pages)];
+    let mut outcome = OcrOutcome {
+        skipped: u32::try_from(wanted.len() - now.len()).unwrap_or(u32::MAX),
+        ..OcrOutcome::default()
+    };
+    if now.is_empty() {
+        return Ok(outcome);
+    }
+    let to_read: Vec<PageToRead> = now
+        .iter()
+        .map(|&i| PageToRead {
+            number: pages[i].number,
+            width_pt: pages[i].width_pt,
+            height_pt: pages[i].height_pt,
+        })
+        .collect();
+    let mut confidence = (0.0, 0_usize);
+    for read in pdf_ocr::read_pages(path, &to_read, options, max_pixels)? {
+        let Some(page) = pages.iter_mut().find(|p| p.number == read.number) else {
+            continue;
+        };
+        match read.result {
+            Ok(recognized) => {
+                let text = normalise(&recognized.text);
+                // A forced OCR that reads nothing keeps the text layer.
+                if text.is_empty() && !page.text.is_empty() {
+                    continue;
+                }
+                page.counts = TextCounts::of(&text);
+                page.text = text;
+                page.source = TextSource::Ocr;
+                page.ocr_confidence = recognized.mean_confidence;
+                if let Some(mean) = recognized.mean_confidence {
+                    confidence.0 += mean * recognized.words as f64;
+                    confidence.1 += recognized.words;
+                }
+                outcome.pages += 1;
+            }
+            Err(why) => page.ocr_error = Some(why),
+        }
+    }
+    outcome.summary = Some(OcrSummary {
+        engine: "tesseract".into(),
+        language: options.language.clone(),
+        mean_confidence: (confidence.1 > 0).then(|| confidence.0 / confidence.1 as f64),
+        dpi: pdf_ocr::RENDER_DPI,
+    });
+    Ok(outcome)
 }
 
 fn encrypted() -> ExtractError {
     ExtractError::Permanent("the PDF is encrypted and cannot be opened without a password".into())
 }
 
+fn too_complex(page: u32, why: &str) -> ExtractError {
+    ExtractError::Permanent(format!("too_complex: {why} (reading page {page})"))
+}
+
+/// The pages in document order, walking the page tree from the catalog.
+/// lopdf's own walk gives up on a tree that refers back to itself; here
+/// each node is visited once, so such a tree still yields its pages.
+struct PageTree {
+    pages: Vec<ObjectId>,
+    cycle: bool,
+}
+
+fn page_tree(document: &Document) -> PageTree {
+    let mut tree = PageTree {
+        pages: Vec::new(),
+        cycle: false,
+    };
+    let root = document
+        .catalog()
+        .and_then(|catalog| catalog.get(b"Pages"))
+        .and_then(Object::as_reference);
+    if let Ok(root) = root {
+        let mut seen = HashSet::new();
+        walk(document, root, 0, &mut seen, &mut tree);
+    }
+    tree
+}
+
+fn walk(
+    document: &Document,
+    id: ObjectId,
+    depth: usize,
+    seen: &mut HashSet<ObjectId>,
+    tree: &mut PageTree,
+) {
+    if seen.len() >= MAX_PAGE_TREE_NODES {
+        return;
+    }
+    if !seen.insert(id) {
+        tree.cycle = true;
+        return;
+    }
+    let Ok(node) = document.get_dictionary(id) else {
+        return;
+    };
+    let is_page = node.get(b"Type").and_then(Object::as_name).ok() == Some(b"Page".as_slice());
+    let kids = node
+        .get_deref(b"Kids", document)
+        .and_then(Object::as_array)
+        .ok();
+    match kids {
+        Some(kids) if !is_page => {
+            if depth >= MAX_PAGE_TREE_DEPTH {
+                return;
+            }
+            for kid in kids {
+                if let Ok(kid) = kid.as_reference() {
+                    walk(document, kid, depth + 1, seen, tree);
+                }
+            }
+        }
+        // A leaf: a page, whether or not it says so.
+        _ => tree.pages.push(id),
+    }
+}
+
+/// Whether the last KiB of the file holds the `%%EOF` marker a complete
+/// PDF ends with.
+fn ends_with_eof_marker(path: &Path) -> bool {
+    let Ok(mut file) = std::fs::File::open(path) else {
+        return false;
+    };
+    let length = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let tail_from = length.saturating_sub(1024);
+    let mut tail = Vec::new();
+    if std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(tail_from)).is_err()
+        || file.read_to_end(&mut tail).is_err()
+    {
+        return false;
+    }
+    tail.windows(5).any(|w| w == b"%%EOF")
+}
+
 /// Collapse runs of blank lines and trailing spaces so counts reflect the
-/// words, not the layout.
+/// words, not the layout; drop control characters, which carry no text
+/// (and would sextuple in the JSON result).
 fn normalise(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut blank_run = 0;
+    let cleaned: String;
+    let text = if text
+        .chars()
+        .any(|c| c.is_control() && c != '\n' && c != '\t')
+    {
+        cleaned = text
+            .chars()
+            .filter(|&c| !c.is_control() || c == '\n' || c == '\t')
+            .collect();
+        &cleaned
+    } else {
+        text
+    };
     for line in text.lines() {
         let line = line.trim_end();
         if line.is_empty() {

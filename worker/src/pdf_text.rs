@@ -14,13 +14,21 @@
 //! size is a word break; a move across the line of more than `LINE_SHIFT` is
 //! a line break. Form XObjects are followed (to `MAX_FORM_DEPTH`), and a
 //! font's `/ToUnicode` map wins over its `/Encoding`, as in poppler.
+//!
+//! One [`TextReader`] reads all pages of a document, so what pages share is
+//! done once: fonts are loaded once, decoded streams are kept (up to
+//! `MAX_CACHED_BYTES`), and pages with the same content and resources are
+//! read once. Its bounds hold per document: operations, text and CPU time.
 
-use std::{collections::BTreeMap, collections::HashMap, rc::Rc};
-
-use lopdf::{
-    Dictionary, Document, Encoding, Object, ObjectId, Stream,
-    content::{Content, Operation},
+use std::{
+    collections::{BTreeMap, HashMap},
+    rc::Rc,
+    time::Duration,
 };
+
+use lopdf::{Dictionary, Document, Encoding, Object, ObjectId, Stream, content::Operation};
+
+use crate::pdf_content::{Operations, TooComplex};
 
 /// A gap along the line wider than this share of the font size is a space.
 const WORD_GAP: f64 = 0.15;
@@ -32,48 +40,108 @@ const MAX_FORM_DEPTH: usize = 8;
 /// Form XObjects run per page, at most: a form that calls itself (or others)
 /// many times would otherwise multiply the work exponentially with depth.
 const MAX_FORM_RUNS: usize = 1_000;
-/// Content-stream operations processed per page, at most.
-const MAX_OPERATIONS: usize = 2_000_000;
+/// Content-stream operations per page, at most. A dense page of text has
+/// tens of thousands; a detailed map a few hundred thousand.
+pub const MAX_PAGE_OPERATIONS: usize = 2_000_000;
+/// Content-stream operations per document, at most.
+pub const MAX_DOCUMENT_OPERATIONS: usize = 20_000_000;
 /// Nested `q` (saved graphics states) kept, at most; deeper saves are
 /// ignored (hostile streams push without popping).
 const MAX_SAVED_STATES: usize = 256;
 /// Text kept per page, at most (bytes).
 const MAX_PAGE_TEXT: usize = 8 << 20;
+/// Decoded streams kept for reuse across pages, at most (bytes).
+const MAX_CACHED_BYTES: usize = 32 << 20;
+/// Operations between two looks at the CPU clock.
+const CLOCK_EVERY: usize = 4_096;
 /// The largest two-byte character code.
 const MAX_CODE: u32 = 0xFFFF;
 /// Glyph width (thousandths of an em) when a font declares none.
 const DEFAULT_WIDTH: f64 = 500.0;
 
-/// The page's text, or an error when its content cannot be read at all.
-pub fn page_text(
-    document: &Document,
-    page_id: ObjectId,
-    max_decompressed: usize,
-) -> Result<String, lopdf::Error> {
-    let content = document.get_page_content_with_limit(page_id, max_decompressed)?;
-    let (inline, referenced) = document.get_page_resources(page_id)?;
-    let mut dictionaries: Vec<&Dictionary> = inline.into_iter().collect();
-    dictionaries.extend(
-        referenced
-            .into_iter()
-            .filter_map(|id| document.get_dictionary(id).ok()),
-    );
-    let mut reader = Reader {
-        document,
-        max_decompressed,
-        fonts: HashMap::new(),
-        forms: HashMap::new(),
-        running_forms: Vec::new(),
-        form_runs: 0,
-        operations: 0,
-        out: String::new(),
-        last_end: None,
-    };
-    let resources = reader.resources(&dictionaries);
-    let mut state = State::default();
-    let content = Content::decode(&content)?;
-    reader.run(&content.operations, &resources, &mut state, 0);
-    Ok(reader.out)
+/// Why a page's text could not be read.
+#[derive(Debug)]
+pub enum PageError {
+    /// Its content cannot be read at all: the page counts as one without
+    /// text, and the document goes on.
+    Unreadable,
+    /// A bound of the document was reached: the document fails, naming it.
+    TooComplex(String),
+}
+
+/// A page's text; `cut` when the text bound stopped it early.
+#[derive(Debug)]
+pub struct PageText {
+    pub text: String,
+    pub cut: bool,
+}
+
+/// Why a run of operations stopped early.
+enum Stop {
+    /// The text bound was reached: keep what was read.
+    TextFull,
+    TooComplex(String),
+}
+
+impl From<TooComplex> for Stop {
+    fn from(TooComplex(why): TooComplex) -> Self {
+        Self::TooComplex(why)
+    }
+}
+
+/// CPU time of the calling thread, against a budget. Reading text runs on
+/// one thread, so this is the document's cost whatever else the process
+/// does.
+struct CpuBudget {
+    started: Duration,
+    budget: Duration,
+}
+
+impl CpuBudget {
+    fn start(budget: Duration) -> Self {
+        Self {
+            started: thread_cpu_time(),
+            budget,
+        }
+    }
+
+    fn exceeded(&self) -> bool {
+        thread_cpu_time().saturating_sub(self.started) > self.budget
+    }
+}
+
+fn thread_cpu_time() -> Duration {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_THREAD_CPUTIME_ID)
+        .map(Duration::from)
+        .unwrap_or_default()
+}
+
+/// What identifies a page's text: its content streams and what their
+/// names resolve to (fonts by their loaded copy, forms by object), so
+/// pages with equal resources written out again each are still equal.
+#[derive(Hash, PartialEq, Eq)]
+struct PageKey {
+    contents: Vec<ObjectId>,
+    fonts: Vec<(Vec<u8>, usize)>,
+    forms: Vec<(Vec<u8>, ObjectId)>,
+}
+
+impl PageKey {
+    fn new(contents: Vec<ObjectId>, resources: &Resources<'_>) -> Self {
+        Self {
+            contents,
+            fonts: resources
+                .fonts
+                .iter()
+                .map(|(name, font)| (name.clone(), Rc::as_ptr(font) as usize))
+                .collect(),
+            forms: resources
+                .forms
+                .iter()
+                .map(|(name, id)| (name.clone(), *id))
+                .collect(),
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -212,21 +280,118 @@ struct Pen {
     size: f64,
 }
 
-struct Reader<'a> {
+pub struct TextReader<'a> {
     document: &'a Document,
     max_decompressed: usize,
+    cpu: CpuBudget,
     fonts: HashMap<ObjectId, Rc<Font<'a>>>,
-    /// Each form's decoded content, decoded once per page.
-    forms: HashMap<ObjectId, Rc<Vec<Operation>>>,
+    /// Decoded streams (page contents and forms) by object.
+    streams: HashMap<ObjectId, Rc<Vec<u8>>>,
+    cached_bytes: usize,
+    /// Text of pages read so far, for pages that repeat them.
+    pages: HashMap<PageKey, Rc<String>>,
+    document_operations: usize,
+    // The page being read:
+    page_operations: usize,
     /// The forms being run right now (a form never runs inside itself).
     running_forms: Vec<ObjectId>,
     form_runs: usize,
-    operations: usize,
+    /// The most text this page may hold.
+    room: usize,
+    /// The page reached `room`.
+    full: bool,
     out: String,
     last_end: Option<Pen>,
 }
 
-impl<'a> Reader<'a> {
+impl<'a> TextReader<'a> {
+    /// `cpu_budget` is the CPU time the whole document may take.
+    pub fn new(document: &'a Document, max_decompressed: usize, cpu_budget: Duration) -> Self {
+        Self {
+            document,
+            max_decompressed,
+            cpu: CpuBudget::start(cpu_budget),
+            fonts: HashMap::new(),
+            streams: HashMap::new(),
+            cached_bytes: 0,
+            pages: HashMap::new(),
+            document_operations: 0,
+            page_operations: 0,
+            running_forms: Vec::new(),
+            form_runs: 0,
+            room: 0,
+            full: false,
+            out: String::new(),
+            last_end: None,
+        }
+    }
+
+    /// The page's text, at most `room` bytes of it.
+    pub fn page_text(&mut self, page_id: ObjectId, room: usize) -> Result<PageText, PageError> {
+        let (inline, referenced) = self
+            .document
+            .get_page_resources(page_id)
+            .map_err(|_| PageError::Unreadable)?;
+        let mut dictionaries: Vec<&'a Dictionary> = inline.into_iter().collect();
+        dictionaries.extend(
+            referenced
+                .into_iter()
+                .filter_map(|id| self.document.get_dictionary(id).ok()),
+        );
+        let resources = self.resources(&dictionaries);
+        let key = PageKey::new(self.document.get_page_contents(page_id), &resources);
+        if let Some(text) = self.pages.get(&key) {
+            return Ok(cut_to(text.as_str(), room));
+        }
+        let mut contents = Vec::with_capacity(key.contents.len());
+        for &id in &key.contents {
+            let stream = self
+                .document
+                .get_object(id)
+                .and_then(Object::as_stream)
+                .map_err(|_| PageError::Unreadable)?;
+            contents.push(
+                self.decoded(id, stream)
+                    .map_err(|_| PageError::Unreadable)?,
+            );
+        }
+
+        self.page_operations = 0;
+        self.form_runs = 0;
+        self.running_forms.clear();
+        self.room = room.min(MAX_PAGE_TEXT);
+        self.full = false;
+        self.out = String::new();
+        self.last_end = None;
+        let mut state = State::default();
+        // A page's streams are one content stream cut in pieces.
+        let operations = contents.iter().flat_map(|bytes| Operations::new(bytes));
+        let cut = match self.run(operations, &resources, &mut state, 0) {
+            Ok(()) => false,
+            Err(Stop::TextFull) => true,
+            Err(Stop::TooComplex(why)) => return Err(PageError::TooComplex(why)),
+        };
+        let text = std::mem::take(&mut self.out);
+        if !cut {
+            self.pages.insert(key, Rc::new(text.clone()));
+        }
+        Ok(PageText { text, cut })
+    }
+
+    /// A stream's decoded bytes, kept for the next page that uses it while
+    /// the cache has room.
+    fn decoded(&mut self, id: ObjectId, stream: &Stream) -> Result<Rc<Vec<u8>>, lopdf::Error> {
+        if let Some(bytes) = self.streams.get(&id) {
+            return Ok(Rc::clone(bytes));
+        }
+        let bytes = Rc::new(stream_content(stream, self.max_decompressed)?);
+        if self.cached_bytes + bytes.len() <= MAX_CACHED_BYTES {
+            self.cached_bytes += bytes.len();
+            self.streams.insert(id, Rc::clone(&bytes));
+        }
+        Ok(bytes)
+    }
+
     fn resources(&mut self, dictionaries: &[&'a Dictionary]) -> Resources<'a> {
         let mut resources = Resources {
             fonts: BTreeMap::new(),
@@ -275,19 +440,43 @@ impl<'a> Reader<'a> {
         Some(font)
     }
 
+    /// Counts one operation against the page's and the document's bounds.
+    fn count_operation(&mut self) -> Result<(), Stop> {
+        self.page_operations += 1;
+        self.document_operations += 1;
+        if self.page_operations > MAX_PAGE_OPERATIONS {
+            return Err(Stop::TooComplex(format!(
+                "a page has more than {MAX_PAGE_OPERATIONS} content-stream operations"
+            )));
+        }
+        if self.document_operations > MAX_DOCUMENT_OPERATIONS {
+            return Err(Stop::TooComplex(format!(
+                "the document has more than {MAX_DOCUMENT_OPERATIONS} content-stream operations"
+            )));
+        }
+        if self.document_operations.is_multiple_of(CLOCK_EVERY) && self.cpu.exceeded() {
+            return Err(Stop::TooComplex(format!(
+                "reading the text took more than its CPU budget of {} s",
+                self.cpu.budget.as_secs_f64()
+            )));
+        }
+        if self.full {
+            return Err(Stop::TextFull);
+        }
+        Ok(())
+    }
+
     fn run(
         &mut self,
-        operations: &[Operation],
+        operations: impl Iterator<Item = Result<Operation, TooComplex>>,
         resources: &Resources<'a>,
         state: &mut State<'a>,
         depth: usize,
-    ) {
+    ) -> Result<(), Stop> {
         let mut saved: Vec<State<'a>> = Vec::new();
         for operation in operations {
-            self.operations += 1;
-            if self.operations > MAX_OPERATIONS || self.out.len() > MAX_PAGE_TEXT {
-                return;
-            }
+            let operation = operation?;
+            self.count_operation()?;
             let operands = &operation.operands;
             let arg = |i: usize| operands.get(i).and_then(number).unwrap_or(0.0);
             match operation.operator.as_str() {
@@ -379,37 +568,34 @@ impl<'a> Reader<'a> {
                         continue;
                     }
                     self.form_runs += 1;
-                    // A form that cannot be read loses its own text only.
                     self.running_forms.push(id);
-                    self.run_form(id, resources, state, depth);
+                    let ran = self.run_form(id, resources, state, depth);
                     self.running_forms.pop();
+                    ran?;
                 }
                 _ => {}
             }
         }
+        Ok(())
     }
 
     /// Runs a form XObject as `q cm <content> Q`, with its own resources.
-    /// An unreadable form shows nothing.
-    fn run_form(&mut self, id: ObjectId, outer: &Resources<'a>, state: &State<'a>, depth: usize) {
+    /// A form that cannot be read loses its own text only.
+    fn run_form(
+        &mut self,
+        id: ObjectId,
+        outer: &Resources<'a>,
+        state: &State<'a>,
+        depth: usize,
+    ) -> Result<(), Stop> {
         let Ok(stream) = self.document.get_object(id).and_then(Object::as_stream) else {
-            return;
+            return Ok(());
         };
         if stream.dict.get(b"Subtype").and_then(Object::as_name).ok() != Some(b"Form".as_slice()) {
-            return;
+            return Ok(());
         }
-        let operations = match self.forms.get(&id) {
-            Some(operations) => Rc::clone(operations),
-            None => {
-                let Ok(content) = form_content(stream, self.max_decompressed)
-                    .and_then(|bytes| Content::decode(&bytes))
-                else {
-                    return;
-                };
-                let operations = Rc::new(content.operations);
-                self.forms.insert(id, Rc::clone(&operations));
-                operations
-            }
+        let Ok(content) = self.decoded(id, stream) else {
+            return Ok(());
         };
         let matrix = stream
             .dict
@@ -428,7 +614,7 @@ impl<'a> Reader<'a> {
         };
         let mut inner = state.clone();
         inner.ctm = matrix.then(state.ctm);
-        self.run(&operations, &resources, &mut inner, depth + 1);
+        self.run(Operations::new(&content), &resources, &mut inner, depth + 1)
     }
 
     /// Shows a string: decides whether it starts a word or a line, appends
@@ -443,7 +629,7 @@ impl<'a> Reader<'a> {
         let direction = unit(rendering.0[0], rendering.0[1]);
         let size = (state.size * rendering.0[2].hypot(rendering.0[3])).abs();
         self.separate(start, direction, size, &text);
-        self.out.push_str(&text);
+        self.push_text(&text);
 
         let mut advance = 0.0;
         for code in codes(bytes, font.code_len) {
@@ -460,6 +646,22 @@ impl<'a> Reader<'a> {
             direction,
             size,
         });
+    }
+
+    /// Appends text up to the page's room; what does not fit is dropped and
+    /// the page is full.
+    fn push_text(&mut self, text: &str) {
+        let room = self.room.saturating_sub(self.out.len());
+        if text.len() <= room {
+            self.out.push_str(text);
+            return;
+        }
+        let mut end = room;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        self.out.push_str(&text[..end]);
+        self.full = true;
     }
 
     /// Inserts the space or line break between the last text and text that
@@ -486,7 +688,7 @@ impl<'a> Reader<'a> {
             && !self.out.ends_with(char::is_whitespace)
             && !text.starts_with(char::is_whitespace)
         {
-            self.out.push(separator);
+            self.push_text(separator.encode_utf8(&mut [0; 4]));
         }
     }
 }
@@ -526,7 +728,25 @@ fn number(object: &Object) -> Option<f64> {
     }
 }
 
-fn form_content(stream: &Stream, max_decompressed: usize) -> Result<Vec<u8>, lopdf::Error> {
+/// `text` cut to at most `room` bytes, on a character boundary.
+fn cut_to(text: &str, room: usize) -> PageText {
+    if text.len() <= room {
+        return PageText {
+            text: text.to_owned(),
+            cut: false,
+        };
+    }
+    let mut end = room;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    PageText {
+        text: text[..end].to_owned(),
+        cut: true,
+    }
+}
+
+fn stream_content(stream: &Stream, max_decompressed: usize) -> Result<Vec<u8>, lopdf::Error> {
     if stream.dict.get(b"Filter").is_ok() {
         stream.decompressed_content_with_limit(max_decompressed)
     } else {
@@ -678,7 +898,7 @@ fn deref_number(document: &Document, object: &Object) -> Option<f64> {
 
 #[cfg(test)]
 mod tests {
-    use lopdf::{Stream, content::Operation, dictionary};
+    use lopdf::{Stream, content::Content, dictionary};
 
     use super::*;
 
@@ -724,6 +944,23 @@ mod tests {
         });
         doc.trailer.set("Root", catalog_id);
         (doc, page_id)
+    }
+
+    fn page_text(doc: &Document, page: ObjectId, max: usize) -> Result<String, PageError> {
+        TextReader::new(doc, max, Duration::from_secs(10))
+            .page_text(page, usize::MAX)
+            .map(|page| page.text)
+    }
+
+    /// A page whose content stream is `raw` (not encoded by lopdf, so it
+    /// can be any size).
+    fn page_with_stream(raw: Vec<u8>) -> (Document, ObjectId) {
+        let (mut doc, page) = page_with(vec![]);
+        let content = doc.get_page_contents(page)[0];
+        *doc.get_object_mut(content)
+            .and_then(Object::as_stream_mut)
+            .expect("stream") = Stream::new(dictionary! {}, raw);
+        (doc, page)
     }
 
     fn op(operator: &str, operands: Vec<Object>) -> Operation {
@@ -847,5 +1084,59 @@ mod tests {
             op("ET", vec![]),
         ]);
         assert_eq!(page_text(&doc, page, 1 << 20).expect("text"), "scores");
+    }
+
+    #[test]
+    fn an_operation_flood_fails_the_page_as_too_complex_without_holding_it() {
+        let mut raw = b"BT /F1 10 Tf ".to_vec();
+        raw.extend(b"(A) Tj ".repeat(MAX_PAGE_OPERATIONS + 10));
+        let (doc, page) = page_with_stream(raw);
+        let mut reader = TextReader::new(&doc, 64 << 20, Duration::from_secs(60));
+        match reader.page_text(page, usize::MAX) {
+            Err(PageError::TooComplex(why)) => assert!(why.contains("2000000"), "{why}"),
+            other => panic!("expected too complex, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_text_bound_cuts_a_page_and_says_so() {
+        let mut raw = b"BT /F1 10 Tf ".to_vec();
+        raw.extend(b"(ABCDEFGHIJ) Tj ".repeat(1_000));
+        let (doc, page) = page_with_stream(raw);
+        let mut reader = TextReader::new(&doc, 64 << 20, Duration::from_secs(60));
+        let read = reader.page_text(page, 100).expect("text");
+        assert!(read.cut);
+        assert_eq!(read.text.len(), 100);
+    }
+
+    #[test]
+    fn the_cpu_budget_fails_the_document_as_too_complex() {
+        let mut raw = b"BT /F1 10 Tf ".to_vec();
+        raw.extend(b"(A) Tj ".repeat(200_000));
+        let (doc, page) = page_with_stream(raw);
+        let mut reader = TextReader::new(&doc, 64 << 20, Duration::ZERO);
+        match reader.page_text(page, usize::MAX) {
+            Err(PageError::TooComplex(why)) => assert!(why.contains("CPU budget"), "{why}"),
+            other => panic!("expected too complex, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn pages_that_share_content_are_read_once() {
+        let (doc, page) = page_with(vec![
+            op("BT", vec![]),
+            op("Tf", vec!["F1".into(), 10.into()]),
+            op("Tj", vec![text("shared")]),
+            op("ET", vec![]),
+        ]);
+        let mut reader = TextReader::new(&doc, 1 << 20, Duration::from_secs(10));
+        for _ in 0..3 {
+            assert_eq!(
+                reader.page_text(page, usize::MAX).expect("text").text,
+                "shared"
+            );
+        }
+        // Four operations, counted once.
+        assert_eq!(reader.document_operations, 4);
     }
 }

@@ -7,7 +7,7 @@ use std::{path::PathBuf, time::Duration};
 
 use serde::{Deserialize, Serialize};
 
-use crate::{ExtractError, OcrOptions};
+use crate::{ExtractError, OcrOptions, OcrStrategy};
 
 /// One document to extract.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -29,6 +29,8 @@ pub struct OcrRequest {
     /// Tesseract language codes joined by `+` (`eng+deu`).
     pub language: String,
     pub timeout_secs: u64,
+    pub strategy: OcrStrategy,
+    pub max_pages: usize,
 }
 
 impl From<&OcrRequest> for OcrOptions {
@@ -36,6 +38,8 @@ impl From<&OcrRequest> for OcrOptions {
         OcrOptions {
             language: request.language.clone(),
             timeout: Duration::from_secs(request.timeout_secs),
+            strategy: request.strategy,
+            max_pages: request.max_pages,
         }
     }
 }

@@ -7,7 +7,8 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum ExtractionResult {
-    Pdf(PdfExtraction),
+    /// Boxed: by far the largest, and results are moved around whole.
+    Pdf(Box<PdfExtraction>),
     Image(ImageExtraction),
     Text(TextExtraction),
 }
@@ -57,10 +58,25 @@ pub struct PdfExtraction {
     pub encrypted: bool,
     pub info: PdfInfo,
     pub pages: Vec<PdfPage>,
-    /// 1-based numbers of pages with no extractable text (scans, images).
+    /// 1-based numbers of pages with no text, from their text layer or OCR.
     pub pages_without_text: Vec<u32>,
-    /// Pages beyond the page cap were not read.
+    /// Pages whose text was read by OCR.
+    pub ocr_page_count: u32,
+    /// Pages that wanted OCR but were past the per-document OCR page limit.
+    pub ocr_pages_skipped: u32,
+    /// How OCR ran, when it read any page.
+    pub ocr: Option<OcrSummary>,
+    /// Part of the document was not read: pages beyond the page limit, or
+    /// text beyond the text limit.
     pub truncated: bool,
+    /// Which limit cut the reading short, and from where.
+    pub truncated_reason: Option<String>,
+    /// The file was damaged and repaired while reading it (a rebuilt
+    /// cross-reference table, a page tree that loops, a file cut short);
+    /// `page_count` counts the pages recovered.
+    pub damaged: bool,
+    /// What was wrong with it.
+    pub damage: Option<String>,
 }
 
 /// The document information dictionary; dates as RFC 3339.
@@ -85,6 +101,21 @@ pub struct PdfPage {
     pub height_pt: Option<f64>,
     pub text: String,
     pub counts: TextCounts,
+    /// Where the text came from.
+    pub source: TextSource,
+    /// Mean word confidence (0–100) of an OCR'd page.
+    pub ocr_confidence: Option<f64>,
+    /// Why OCR could not read this page, when it tried and failed.
+    pub ocr_error: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TextSource {
+    /// The page's text layer.
+    Text,
+    /// OCR of the rendered page.
+    Ocr,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -112,7 +143,8 @@ pub struct OcrSummary {
     pub language: String,
     /// Mean word confidence, 0–100.
     pub mean_confidence: Option<f64>,
-    /// The DPI given to tesseract.
+    /// The DPI given to tesseract (for PDFs, the pages' render DPI; less
+    /// for pages that would exceed the pixel limit).
     pub dpi: u32,
 }
 

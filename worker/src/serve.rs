@@ -24,7 +24,7 @@ use nix::{
 };
 
 use crate::{
-    ContentKind, ExtractError, Limits,
+    ContentKind, ExtractError, ExtractionResult, Limits,
     protocol::{ERR_PREFIX, OK_PREFIX, Request},
 };
 
@@ -74,52 +74,54 @@ pub fn serve(parent: u32, address_space_bytes: u64) -> i32 {
                 deadline.store(0, Ordering::SeqCst);
                 answer
             }
-            Err(err) => err_line(&ExtractError::Permanent(format!(
+            Err(err) => Err(ExtractError::Permanent(format!(
                 "the worker sent a request the extractor cannot read: {err}"
             ))),
         };
-        if stdout
-            .write_all(answer.as_bytes())
-            .and_then(|()| stdout.flush())
-            .is_err()
-        {
+        if write_answer(&mut stdout, &answer).is_err() {
             break;
         }
     }
     EXIT_DONE
 }
 
-/// Extracts one document under its CPU budget; the answer line.
-fn handle(request: &Request) -> String {
-    if let Err(err) = limit_cpu(request.cpu_seconds) {
-        return err_line(&ExtractError::Transient(format!(
-            "cannot set the CPU limit: {err}"
-        )));
-    }
-    let kind = match request.content_type.parse::<ContentKind>() {
-        Ok(kind) => kind,
-        Err(err) => return err_line(&ExtractError::Permanent(err.to_string())),
-    };
+/// Extracts one document under its CPU budget.
+fn handle(request: &Request) -> Result<ExtractionResult, ExtractError> {
+    limit_cpu(request.cpu_seconds)
+        .map_err(|err| ExtractError::Transient(format!("cannot set the CPU limit: {err}")))?;
+    let kind = request
+        .content_type
+        .parse::<ContentKind>()
+        .map_err(|err| ExtractError::Permanent(err.to_string()))?;
     let limits = Limits {
         ocr: request.ocr.as_ref().map(Into::into),
         ..Limits::default()
-    };
-    match crate::extract(&request.path, kind, &limits) {
-        Ok(result) => match serde_json::to_string(&result) {
-            Ok(json) => format!("{OK_PREFIX}{json}\n"),
-            Err(err) => err_line(&ExtractError::Permanent(format!(
-                "cannot encode the result: {err}"
-            ))),
-        },
-        Err(error) => err_line(&error),
     }
+    .within_cpu_seconds(request.cpu_seconds);
+    crate::extract(&request.path, kind, &limits)
 }
 
-fn err_line(error: &ExtractError) -> String {
-    // An ExtractError always encodes; the fallback keeps the protocol whole.
-    let json = serde_json::to_string(error)
-        .unwrap_or_else(|_| r#"{"kind":"permanent","message":"unencodable error"}"#.to_owned());
-    format!("{ERR_PREFIX}{json}\n")
+/// Writes one answer line. The result is encoded straight into the pipe:
+/// a result of 16 MiB of text would otherwise be held twice more, as a
+/// string growing by doubling, which a 256 MiB sandbox cannot spare.
+/// Our result and error types always encode, so only the pipe can fail.
+fn write_answer(
+    out: &mut impl Write,
+    answer: &Result<ExtractionResult, ExtractError>,
+) -> std::io::Result<()> {
+    let mut out = std::io::BufWriter::with_capacity(64 * 1024, out);
+    match answer {
+        Ok(result) => {
+            out.write_all(OK_PREFIX.as_bytes())?;
+            serde_json::to_writer(&mut out, result)?;
+        }
+        Err(error) => {
+            out.write_all(ERR_PREFIX.as_bytes())?;
+            serde_json::to_writer(&mut out, error)?;
+        }
+    }
+    out.write_all(b"\n")?;
+    out.flush()
 }
 
 /// Lets this document use `seconds` more of CPU: the soft limit moves to
@@ -175,19 +177,23 @@ pub fn extract_once(
         eprintln!("cannot set resource limits: {err}");
         return EXIT_NO_LIMITS;
     }
-    let (encoded, code) = match crate::extract(path, kind, limits) {
-        Ok(result) => (serde_json::to_string(&result), 0),
+    let stdout = std::io::stdout().lock();
+    let mut out = std::io::BufWriter::with_capacity(64 * 1024, stdout);
+    // Encoded straight into stdout, as `write_answer` does.
+    let (written, code) = match crate::extract(path, kind, limits) {
+        Ok(result) => (serde_json::to_writer(&mut out, &result), 0),
         Err(error) => (
-            serde_json::to_string(&serde_json::json!({ "error": error })),
+            serde_json::to_writer(&mut out, &serde_json::json!({ "error": error })),
             EXIT_EXTRACT_ERROR,
         ),
     };
-    match encoded {
-        Ok(json) => println!("{json}"),
-        Err(err) => {
-            eprintln!("cannot encode the result: {err}");
-            return 1;
-        }
+    if let Err(err) = written
+        .map_err(std::io::Error::from)
+        .and_then(|()| out.write_all(b"\n"))
+        .and_then(|()| out.flush())
+    {
+        eprintln!("cannot write the result: {err}");
+        return 1;
     }
     code
 }

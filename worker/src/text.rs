@@ -24,16 +24,62 @@ pub fn extract(bytes: &[u8]) -> Result<TextExtraction, ExtractError> {
     })
 }
 
+/// UTF-16 by its byte-order mark, or without one by its pattern of NULs:
+/// text in the Latin, Greek or Cyrillic ranges has a NUL in every other
+/// byte, on the high side of each unit. `None` for anything else.
+pub fn utf16(bytes: &[u8]) -> Option<&'static encoding_rs::Encoding> {
+    match bytes {
+        [0xff, 0xfe, ..] => return Some(encoding_rs::UTF_16LE),
+        [0xfe, 0xff, ..] => return Some(encoding_rs::UTF_16BE),
+        _ => {}
+    }
+    let sample = &bytes[..bytes.len().min(4096) & !1];
+    let units = sample.len() / 2;
+    if units < 2 {
+        return None;
+    }
+    let nul_at = |parity: usize| {
+        sample
+            .iter()
+            .skip(parity)
+            .step_by(2)
+            .filter(|&&b| b == 0)
+            .count()
+    };
+    let (even, odd) = (nul_at(0), nul_at(1));
+    // Most units have a NUL high byte, and (almost) no low byte is NUL.
+    let mostly = |n: usize| n * 10 >= units * 6;
+    let hardly = |n: usize| n * 50 <= units;
+    if mostly(odd) && hardly(even) {
+        Some(encoding_rs::UTF_16LE)
+    } else if mostly(even) && hardly(odd) {
+        Some(encoding_rs::UTF_16BE)
+    } else {
+        None
+    }
+}
+
 fn decode(bytes: &[u8]) -> Result<(String, &'static encoding_rs::Encoding), ExtractError> {
+    // A BOM settles it (UTF-8 or UTF-16), as does UTF-16's NUL pattern;
+    // else NULs mean binary data; else UTF-8 when valid; else chardetng.
+    if let Some((encoding, _)) = encoding_rs::Encoding::for_bom(bytes) {
+        let (text, _, _) = encoding.decode(bytes);
+        return Ok((text.into_owned(), encoding));
+    }
+    if let Some(encoding) = utf16(bytes) {
+        let (text, had_errors) = encoding.decode_without_bom_handling(bytes);
+        if had_errors {
+            return Err(ExtractError::Permanent(format!(
+                "the text does not decode as {}",
+                encoding.name()
+            )));
+        }
+        return Ok((text.into_owned(), encoding));
+    }
     if bytes.contains(&0) {
         return Err(ExtractError::Permanent(
             "the text contains binary data".into(),
         ));
-    }
-    // A BOM settles it; else UTF-8 when valid; else ask chardetng.
-    if let Some((encoding, _)) = encoding_rs::Encoding::for_bom(bytes) {
-        let (text, _, _) = encoding.decode(bytes);
-        return Ok((text.into_owned(), encoding));
     }
     if let Ok(text) = std::str::from_utf8(bytes) {
         return Ok((text.to_owned(), encoding_rs::UTF_8));
@@ -75,6 +121,24 @@ mod tests {
         assert_eq!(result.encoding, "windows-1252");
         assert!(result.text.contains("café"));
         assert_eq!(result.language.as_deref(), Some("fra"));
+    }
+
+    #[test]
+    fn utf16_with_and_without_a_bom() {
+        let sentence = "Grüße aus Köln, wo der Dom steht und der Rhein fließt.";
+        let le: Vec<u8> = sentence.encode_utf16().flat_map(u16::to_le_bytes).collect();
+        let be: Vec<u8> = sentence.encode_utf16().flat_map(u16::to_be_bytes).collect();
+        for (bytes, name) in [
+            ([&[0xff, 0xfe][..], &le].concat(), "UTF-16LE"),
+            ([&[0xfe, 0xff][..], &be].concat(), "UTF-16BE"),
+            (le.clone(), "UTF-16LE"),
+            (be.clone(), "UTF-16BE"),
+        ] {
+            let result = extract(&bytes).expect("extract");
+            assert_eq!(result.encoding, name);
+            assert_eq!(result.text.trim_start_matches('\u{feff}'), sentence);
+            assert_eq!(result.language.as_deref(), Some("deu"));
+        }
     }
 
     #[test]

@@ -78,29 +78,83 @@ pub fn files_under(dir: &std::path::Path) -> Vec<String> {
     out
 }
 
-/// A PDF whose one page's content stream is `bytes` of `(A) Tj` operators:
-/// small to store, costly to parse (the extractor's hostile-input tests).
-pub fn text_heavy_pdf(bytes: usize) -> Vec<u8> {
-    let op = "(A) Tj\n";
-    let content = format!("BT /F1 12 Tf 72 720 Td\n{}ET", op.repeat(bytes / op.len()));
-    let objects = [
+/// Three pages sharing one 8 MB stream of long strings: 16 MiB of text,
+/// the extractor's text limit, which an extractor given only 64 MiB of
+/// address space cannot hold (it dies of it).
+pub fn text_flood_pdf() -> Vec<u8> {
+    let line = format!("({}) Tj\n", "A".repeat(4000));
+    let content = format!("BT /F1 12 Tf 72 720 Td\n{}ET", line.repeat(2000));
+    let page = "<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 3 0 R /Resources << /Font << /F1 4 0 R >> >> >>";
+    pdf_of(&[
         "<< /Type /Catalog /Pages 2 0 R >>".to_owned(),
-        "<< /Type /Pages /Kids [3 0 R] /Count 1 >>".to_owned(),
-        "<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R /Resources << /Font << /F1 5 0 R >> >> >>".to_owned(),
-        format!("<< /Length {} >>\nstream\n{content}\nendstream", content.len()),
+        "<< /Type /Pages /Kids [5 0 R 6 0 R 7 0 R] /Count 3 >>".to_owned(),
+        format!(
+            "<< /Length {} >>\nstream\n{content}\nendstream",
+            content.len()
+        ),
         "<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>".to_owned(),
+        page.to_owned(),
+        page.to_owned(),
+        page.to_owned(),
+    ])
+}
+
+/// A scanned document: each image (JPEG, with its pixel size) is a page of
+/// its own, drawn to fill it at `dpi`, with no text layer.
+pub fn scanned_pdf(images: &[(Vec<u8>, u32, u32)], dpi: u32) -> Vec<u8> {
+    let count = images.len();
+    let kids: Vec<String> = (0..count).map(|i| format!("{} 0 R", 3 + i * 3)).collect();
+    let mut objects: Vec<Vec<u8>> = vec![
+        b"<< /Type /Catalog /Pages 2 0 R >>".to_vec(),
+        format!(
+            "<< /Type /Pages /Kids [{}] /Count {count} >>",
+            kids.join(" ")
+        )
+        .into_bytes(),
     ];
-    pdf_of(&objects)
+    for (i, (jpeg, width, height)) in images.iter().enumerate() {
+        let (page, content, image) = (3 + i * 3, 4 + i * 3, 5 + i * 3);
+        let (w_pt, h_pt) = (width * 72 / dpi, height * 72 / dpi);
+        let draw = format!("q {w_pt} 0 0 {h_pt} 0 0 cm /Im1 Do Q");
+        debug_assert_eq!(page + 1, content);
+        objects.push(
+            format!(
+                "<< /Type /Page /Parent 2 0 R /MediaBox [0 0 {w_pt} {h_pt}] /Contents {content} 0 R \
+                 /Resources << /XObject << /Im1 {image} 0 R >> >> >>"
+            )
+            .into_bytes(),
+        );
+        objects
+            .push(format!("<< /Length {} >>\nstream\n{draw}\nendstream", draw.len()).into_bytes());
+        let mut xobject = format!(
+            "<< /Type /XObject /Subtype /Image /Width {width} /Height {height} \
+             /ColorSpace /DeviceGray /BitsPerComponent 8 /Filter /DCTDecode /Length {} >>\nstream\n",
+            jpeg.len()
+        )
+        .into_bytes();
+        xobject.extend_from_slice(jpeg);
+        xobject.extend_from_slice(b"\nendstream");
+        objects.push(xobject);
+    }
+    pdf_of_bytes(&objects)
 }
 
 /// A PDF file of these objects (numbered from 1, the first the catalog),
 /// with a correct cross-reference table.
 pub fn pdf_of(objects: &[String]) -> Vec<u8> {
+    let objects: Vec<Vec<u8>> = objects.iter().map(|o| o.clone().into_bytes()).collect();
+    pdf_of_bytes(&objects)
+}
+
+/// `pdf_of` for objects that hold binary data (image streams).
+pub fn pdf_of_bytes(objects: &[Vec<u8>]) -> Vec<u8> {
     let mut out = b"%PDF-1.4\n".to_vec();
     let mut offsets = Vec::new();
     for (i, object) in objects.iter().enumerate() {
         offsets.push(out.len());
-        out.extend_from_slice(format!("{} 0 obj\n{object}\nendobj\n", i + 1).as_bytes());
+        out.extend_from_slice(format!("{} 0 obj\n", i + 1).as_bytes());
+        out.extend_from_slice(object);
+        out.extend_from_slice(b"\nendobj\n");
     }
     let xref = out.len();
     out.extend_from_slice(

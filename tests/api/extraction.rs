@@ -1,0 +1,184 @@
+//! What extraction makes of hard documents: the hostile PDF corpus
+//! (scripts/hostile-pdfs) in the real extractor process under a 256 MiB
+//! sandbox, scanned PDFs read by the real tesseract, and UTF-16 text.
+
+use std::{path::Path, process::Command, time::Duration};
+
+use serde_json::Value;
+use sqlx::PgPool;
+
+use crate::helpers::{TestApp, pdf, run_job, scanned_pdf, upload_id};
+
+/// `docflow extract` on one file as the sandbox runs it, with 256 MiB of
+/// address space: its exit code (`None` when a signal ended it) and the
+/// JSON it printed.
+fn extract_file(path: &Path) -> (Option<i32>, Value) {
+    let output = Command::new(env!("CARGO_BIN_EXE_docflow"))
+        .args(["extract", "--no-ocr", "--address-space-bytes"])
+        .arg((256_u64 << 20).to_string())
+        // The PDF text budget is a quarter of this: 5 s, generous for a
+        // debug build.
+        .args(["--cpu-seconds", "20"])
+        .arg(path)
+        .output()
+        .expect("docflow extract runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let json = stdout
+        .lines()
+        .last()
+        .and_then(|line| serde_json::from_str(line).ok())
+        .unwrap_or(Value::Null);
+    (output.status.code(), json)
+}
+
+#[test]
+fn hostile_pdfs_fail_fast_and_small_with_a_reason() {
+    let corpus = tempfile::tempdir().expect("tempdir");
+    let written = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/hostile-pdfs"))
+        .arg(corpus.path())
+        .output()
+        .expect("scripts/hostile-pdfs runs");
+    assert!(written.status.success(), "{written:?}");
+
+    let mut seen = 0;
+    for entry in std::fs::read_dir(corpus.path()).expect("corpus") {
+        let path = entry.expect("entry").path();
+        let name = path
+            .file_name()
+            .expect("name")
+            .to_string_lossy()
+            .into_owned();
+        let (code, json) = extract_file(&path);
+        seen += 1;
+        // Never a signal (an abort, the memory or CPU limit): a clean exit,
+        // with a result (0) or an error (3).
+        assert!(matches!(code, Some(0 | 3)), "{name}: exit {code:?}, {json}");
+        let error = json["error"]["message"].as_str();
+        let expect_error = |wanted: &str| {
+            let error = error.unwrap_or_else(|| panic!("{name}: expected an error, got {json}"));
+            assert!(error.contains(wanted), "{name}: {error}");
+            assert_eq!(json["error"]["kind"], "permanent", "{name}");
+        };
+        let text = json["text"].as_str().unwrap_or_default();
+        match name.as_str() {
+            "deep-nesting.pdf" => expect_error("too_complex: content-stream arrays"),
+            "operand-flood.pdf" => expect_error("too_complex: a content-stream operation"),
+            "operation-flood.pdf" => expect_error("too_complex: a page has more than"),
+            // The document's operation bound, or in a slow build its CPU
+            // budget: either way named.
+            "shared-stream-own-fonts.pdf" => expect_error("too_complex: "),
+            n if n.starts_with("encrypted-") => expect_error("encrypted"),
+            "endless-inline-image.pdf" | "inflation-bomb.pdf" => {
+                assert_eq!(json["pages_without_text"], serde_json::json!([1]), "{name}");
+            }
+            "page-tree-cycle.pdf" => {
+                assert_eq!(json["page_count"], 1, "{json}");
+                assert_eq!(text, "The page behind the loop.");
+                assert_eq!(json["damaged"], true);
+                assert!(
+                    json["damage"]
+                        .as_str()
+                        .expect("damage")
+                        .contains("page tree")
+                );
+            }
+            "shared-stream.pdf" => assert_eq!(json["page_count"], 2000, "{name}"),
+            "text-flood-shared.pdf" | "text-flood-own-fonts.pdf" => {
+                assert_eq!(json["truncated"], true, "{name}");
+                let reason = json["truncated_reason"].as_str().expect("reason");
+                assert!(reason.contains("text limit"), "{name}: {reason}");
+                assert!(text.len() <= 16 << 20, "{name}: {}", text.len());
+            }
+            "truncated.pdf" => {
+                assert_eq!(text, "Text before the cut.");
+                assert_eq!(json["damaged"], true);
+                assert!(
+                    json["damage"]
+                        .as_str()
+                        .expect("damage")
+                        .contains("cut short")
+                );
+            }
+            other => panic!("no expectation for {other}"),
+        }
+    }
+    assert_eq!(seen, 15, "the corpus changed: update the expectations");
+}
+
+/// Our one-page PDF rendered to a grey JPEG at `dpi`, turned a quarter
+/// when `rotated` (a page scanned sideways): the JPEG and its pixel size.
+fn scanned_page(dpi: u32, rotated: bool) -> (Vec<u8>, u32, u32) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let input = dir.path().join("page.pdf");
+    std::fs::write(&input, pdf()).expect("write");
+    let status = Command::new("pdftoppm")
+        .args(["-gray", "-png", "-singlefile", "-r", &dpi.to_string()])
+        .arg(&input)
+        .arg(dir.path().join("page"))
+        .status()
+        .expect("pdftoppm (poppler-utils) is installed");
+    assert!(status.success());
+    let page = image::open(dir.path().join("page.png")).expect("rendered page");
+    let page = if rotated { page.rotate90() } else { page }.into_luma8();
+    let mut jpeg = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 90)
+        .encode_image(&page)
+        .expect("jpeg");
+    (jpeg, page.width(), page.height())
+}
+
+#[sqlx::test]
+async fn scanned_pdf_pages_are_read_by_ocr(db: PgPool) {
+    let app = TestApp::spawn(db).await;
+    app.start_worker();
+    let tokens = app.signed_in("scanner@example.com").await;
+    let scan = scanned_pdf(&[scanned_page(200, false), scanned_page(200, true)], 200);
+    let id = upload_id(&app, &tokens, scan, "scan.pdf", "application/pdf").await;
+    let done = run_job(&app, &tokens, &id, Duration::from_secs(120)).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    let result = &done["result"]["result"];
+    assert_eq!(result["page_count"], 2, "{result}");
+    assert_eq!(result["ocr_page_count"], 2, "{result}");
+    assert_eq!(
+        result["pages_without_text"],
+        serde_json::json!([]),
+        "{result}"
+    );
+    assert_eq!(result["ocr"]["engine"], "tesseract");
+    for page in result["pages"].as_array().expect("pages") {
+        assert_eq!(page["source"], "ocr", "{page}");
+        // The upright page and the one scanned sideways alike. (Tesseract
+        // may split "DocFlow" at its ligature-like "Fl": the letters count.)
+        let text = page["text"].as_str().expect("text").to_lowercase();
+        assert!(text.replace(' ', "").contains("hellodocflow"), "{page}");
+        let confidence = page["ocr_confidence"].as_f64().expect("confidence");
+        assert!(confidence > 50.0, "{page}");
+    }
+}
+
+#[sqlx::test]
+async fn utf16_text_is_accepted_and_decoded(db: PgPool) {
+    let app = TestApp::spawn(db).await;
+    app.start_worker();
+    let tokens = app.signed_in("utf16@example.com").await;
+    let sentence = "Grüße aus Köln: UTF-16 text, as Windows Notepad saves it.";
+    let with_bom: Vec<u8> = [0xff, 0xfe]
+        .into_iter()
+        .chain(sentence.encode_utf16().flat_map(u16::to_le_bytes))
+        .collect();
+    let without_bom: Vec<u8> = sentence.encode_utf16().flat_map(u16::to_be_bytes).collect();
+    for (bytes, encoding) in [(with_bom, "UTF-16LE"), (without_bom, "UTF-16BE")] {
+        let id = upload_id(&app, &tokens, bytes, "notes.txt", "text/plain").await;
+        let done = run_job(&app, &tokens, &id, Duration::from_secs(30)).await;
+        assert_eq!(done["status"], "succeeded", "{done}");
+        let result = &done["result"]["result"];
+        assert_eq!(result["encoding"], encoding, "{result}");
+        assert_eq!(
+            result["text"]
+                .as_str()
+                .expect("text")
+                .trim_start_matches('\u{feff}'),
+            sentence
+        );
+    }
+}
