@@ -77,6 +77,21 @@ impl JobEventKind {
 }
 
 text_enum! {
+    /// Which PDF pages a job reads by OCR.
+    #[derive(Default)]
+    pub enum OcrMode {
+        /// Pages without a usable text layer (scans): fewer than ten
+        /// characters, or mostly glyphs that map to no character.
+        #[default]
+        Auto = "auto",
+        /// None: the text layer only, and images without OCR text.
+        Off = "off",
+        /// Every page, whatever its text layer says.
+        Force = "force",
+    }
+}
+
+text_enum! {
     /// Why a job ended up in the dead-letter queue.
     pub enum FailureReason {
         /// The document cannot be processed (corrupt, encrypted, unsupported).

@@ -10,7 +10,9 @@ mod user;
 
 pub use document::{DocumentId, Filename};
 pub use email::{Email, PATTERN as EMAIL_PATTERN};
-pub use job::{FailureReason, IdempotencyKey, JobEventKind, JobId, JobStatus, Priority, RunId};
+pub use job::{
+    FailureReason, IdempotencyKey, JobEventKind, JobId, JobStatus, OcrMode, Priority, RunId,
+};
 pub use password::Password;
 pub use user::{Role, UserId};
 

@@ -21,7 +21,9 @@ use crate::{
         jobs::{Inserted, Job, ListFilter, NewJob},
         processing_results::ProcessingResult,
     },
-    domain::{DocumentId, FailureReason, IdempotencyKey, JobId, JobStatus, Priority, UserId},
+    domain::{
+        DocumentId, FailureReason, IdempotencyKey, JobId, JobStatus, OcrMode, Priority, UserId,
+    },
     live::Publisher,
 };
 
@@ -101,6 +103,7 @@ impl JobService {
             owner_id: owner,
             document_id,
             priority: options.priority,
+            ocr: options.ocr,
             max_attempts: self.max_attempts,
             idempotency_key: key.map(str::to_owned),
             idempotency_expires_at: expires_at,
@@ -258,6 +261,7 @@ impl JobService {
 pub struct NewJobOptions<'a> {
     pub idempotency_key: Option<&'a IdempotencyKey>,
     pub priority: Priority,
+    pub ocr: OcrMode,
     /// The creating request's trace context, which the run continues.
     pub traceparent: Option<&'a str>,
 }

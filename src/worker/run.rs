@@ -21,7 +21,12 @@ use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::{db::jobs::queue::Claimed, domain::JobId, jobs::state::Failure, storage::Storage};
+use crate::{
+    db::jobs::queue::Claimed,
+    domain::{JobId, OcrMode},
+    jobs::state::Failure,
+    storage::Storage,
+};
 
 /// What a run came to.
 #[derive(Debug, Clone, PartialEq)]
@@ -157,12 +162,19 @@ impl Runner {
                 _download.insert(file).path().to_path_buf()
             }
         };
-        let ocr = self.ocr.enabled.then(|| OcrRequest {
-            language: self.ocr.languages.clone(),
-            timeout_secs: self.ocr.timeout.as_secs(),
-            strategy: OcrStrategy::Auto,
-            max_pages: self.ocr.max_pages,
-        });
+        let strategy = match claimed.ocr {
+            OcrMode::Auto => Some(OcrStrategy::Auto),
+            OcrMode::Force => Some(OcrStrategy::Force),
+            OcrMode::Off => None,
+        };
+        let ocr = strategy
+            .filter(|_| self.ocr.enabled)
+            .map(|strategy| OcrRequest {
+                language: self.ocr.languages.clone(),
+                timeout_secs: self.ocr.timeout.as_secs(),
+                strategy,
+                max_pages: self.ocr.max_pages,
+            });
         let extracted = self
             .pool
             .extract(ExtractJob {

@@ -7,7 +7,9 @@ use std::{path::Path, process::Command, time::Duration};
 use serde_json::Value;
 use sqlx::PgPool;
 
-use crate::helpers::{TestApp, pdf, run_job, scanned_pdf, upload_id};
+use crate::helpers::{
+    TestApp, Tokens, assert_error, is_terminal, pdf, run_job, scanned_pdf, upload_id, wait_for_job,
+};
 
 /// `docflow extract` on one file as the sandbox runs it, with 256 MiB of
 /// address space: its exit code (`None` when a signal ended it) and the
@@ -181,4 +183,75 @@ async fn utf16_text_is_accepted_and_decoded(db: PgPool) {
             sentence
         );
     }
+}
+
+/// `POST /jobs` with this OCR mode; the finished job.
+async fn run_job_with_ocr(app: &TestApp, tokens: &Tokens, document: &str, ocr: &str) -> Value {
+    let response = app
+        .client
+        .post(app.url("/api/v1/jobs"))
+        .bearer_auth(&tokens.access)
+        .json(&serde_json::json!({ "document_id": document, "ocr": ocr }))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status(), reqwest::StatusCode::CREATED, "{ocr}");
+    let job: Value = response.json().await.expect("json");
+    assert_eq!(job["ocr"], ocr);
+    let id = job["id"].as_str().expect("id").to_owned();
+    wait_for_job(app, tokens, &id, Duration::from_secs(120), is_terminal).await
+}
+
+#[sqlx::test]
+async fn a_job_chooses_which_pages_ocr_reads(db: PgPool) {
+    let app = TestApp::spawn(db).await;
+    app.start_worker();
+    let tokens = app.signed_in("modes@example.com").await;
+    let scan = scanned_pdf(&[scanned_page(150, false)], 150);
+    let scan = upload_id(&app, &tokens, scan, "scan.pdf", "application/pdf").await;
+    let text = upload_id(&app, &tokens, pdf(), "text.pdf", "application/pdf").await;
+
+    // Off: the scan's page stays without text.
+    let done = run_job_with_ocr(&app, &tokens, &scan, "off").await;
+    let result = &done["result"]["result"];
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert_eq!(result["ocr_page_count"], 0, "{result}");
+    assert_eq!(
+        result["pages_without_text"],
+        serde_json::json!([1]),
+        "{result}"
+    );
+    assert_eq!(result["pages"][0]["source"], "text");
+
+    // Auto (the default) leaves a page with a text layer alone; force
+    // reads it by OCR too.
+    let done = run_job(&app, &tokens, &text, Duration::from_secs(60)).await;
+    assert_eq!(done["ocr"], "auto");
+    assert_eq!(
+        done["result"]["result"]["pages"][0]["source"], "text",
+        "{done}"
+    );
+    let done = run_job_with_ocr(&app, &tokens, &text, "force").await;
+    let page = &done["result"]["result"]["pages"][0];
+    assert_eq!(page["source"], "ocr", "{done}");
+    assert!(
+        page["text"].as_str().expect("text").contains("Hello"),
+        "{page}"
+    );
+
+    // Anything else is the client's mistake.
+    let response = app
+        .client
+        .post(app.url("/api/v1/jobs"))
+        .bearer_auth(&tokens.access)
+        .json(&serde_json::json!({ "document_id": text, "ocr": "sometimes" }))
+        .send()
+        .await
+        .expect("request");
+    assert_error(
+        response,
+        reqwest::StatusCode::UNPROCESSABLE_ENTITY,
+        "validation_error",
+    )
+    .await;
 }

@@ -53,41 +53,17 @@ pub struct OcrOptions {
     pub max_pages: usize,
 }
 
-/// Which pages of a PDF are read by OCR (images always are, unless off).
-#[derive(
-    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
-)]
+/// Which pages of a PDF are read by OCR, when OCR is on (images always
+/// are). No OCR at all is `Limits::ocr: None`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum OcrStrategy {
     /// Pages without a usable text layer: fewer than ten characters, or
     /// mostly glyphs that map to no character.
     #[default]
     Auto,
-    /// No OCR: only the text layer, and images without text.
-    Off,
     /// Every page, whatever its text layer says.
     Force,
-}
-
-impl OcrStrategy {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Auto => "auto",
-            Self::Off => "off",
-            Self::Force => "force",
-        }
-    }
-}
-
-impl std::str::FromStr for OcrStrategy {
-    type Err = String;
-
-    fn from_str(raw: &str) -> Result<Self, Self::Err> {
-        [Self::Auto, Self::Off, Self::Force]
-            .into_iter()
-            .find(|s| s.as_str() == raw)
-            .ok_or_else(|| format!("unknown OCR strategy {raw:?} (auto, off or force)"))
-    }
 }
 
 /// PDF pages read by OCR per document, unless configured otherwise.

@@ -110,10 +110,8 @@ pub fn extract(path: &Path, limits: &Limits) -> Result<PdfExtraction, ExtractErr
         }
     }
     let ocr = match &limits.ocr {
-        Some(options) if options.strategy != OcrStrategy::Off => {
-            ocr_pages(path, &mut pages, options, limits.max_image_pixels)?
-        }
-        _ => OcrOutcome::default(),
+        Some(options) => ocr_pages(path, &mut pages, options, limits.max_image_pixels)?,
+        None => OcrOutcome::default(),
     };
     let pages_without_text = pages
         .iter()

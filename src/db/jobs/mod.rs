@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgExecutor};
 use uuid::Uuid;
 
-use crate::domain::{DocumentId, JobEventKind, JobId, JobStatus, Priority, RunId, UserId};
+use crate::domain::{DocumentId, JobEventKind, JobId, JobStatus, OcrMode, Priority, RunId, UserId};
 
 use super::{Cursor, job_events::JobEvent};
 
@@ -28,6 +28,7 @@ pub struct Job {
     pub document_id: DocumentId,
     pub status: JobStatus,
     pub priority: i16,
+    pub ocr: OcrMode,
     pub attempts: i32,
     pub max_attempts: i32,
     pub last_error: Option<String>,
@@ -48,7 +49,8 @@ macro_rules! select_job {
             Job,
             r#"SELECT id AS "id: JobId", owner_id AS "owner_id: UserId",
                       document_id AS "document_id: DocumentId", status AS "status: JobStatus",
-                      priority, attempts, max_attempts, last_error, traceparent,
+                      priority, ocr AS "ocr: OcrMode", attempts, max_attempts, last_error,
+                      traceparent,
                       run_id AS "run_id: RunId", run_at, created_at, updated_at, started_at,
                       completed_at
                FROM jobs "# + $tail
@@ -62,6 +64,7 @@ pub struct NewJob {
     pub owner_id: UserId,
     pub document_id: DocumentId,
     pub priority: Priority,
+    pub ocr: OcrMode,
     pub max_attempts: i32,
     pub idempotency_key: Option<String>,
     pub idempotency_expires_at: Option<DateTime<Utc>>,
@@ -97,6 +100,7 @@ pub async fn insert_many(
     let owners: Vec<Uuid> = jobs.iter().map(|j| j.owner_id.0).collect();
     let documents: Vec<Uuid> = jobs.iter().map(|j| j.document_id.0).collect();
     let priorities: Vec<i16> = jobs.iter().map(|j| j.priority.get()).collect();
+    let ocr: Vec<&str> = jobs.iter().map(|j| j.ocr.as_str()).collect();
     let max_attempts: Vec<i32> = jobs.iter().map(|j| j.max_attempts).collect();
     let keys: Vec<Option<String>> = jobs.iter().map(|j| j.idempotency_key.clone()).collect();
     let expiries: Vec<Option<DateTime<Utc>>> =
@@ -105,18 +109,19 @@ pub async fn insert_many(
     let rows = sqlx::query!(
         r#"WITH input AS (
                SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::smallint[], $5::int[],
-                                    $6::text[], $7::timestamptz[], $8::text[])
+                                    $6::text[], $7::timestamptz[], $8::text[], $9::text[])
                    AS t(id, owner_id, document_id, priority, max_attempts, idempotency_key,
-                        idempotency_expires_at, traceparent)
+                        idempotency_expires_at, traceparent, ocr)
            ), owned AS (
                SELECT i.* FROM input i
                WHERE EXISTS (SELECT 1 FROM documents d
                              WHERE d.id = i.document_id AND d.owner_id = i.owner_id)
            ), job AS (
                INSERT INTO jobs (id, owner_id, document_id, status, priority, max_attempts,
-                                 idempotency_key, idempotency_expires_at, traceparent, event_seq)
+                                 idempotency_key, idempotency_expires_at, traceparent, ocr,
+                                 event_seq)
                SELECT id, owner_id, document_id, 'queued', priority, max_attempts,
-                      idempotency_key, idempotency_expires_at, traceparent, 1
+                      idempotency_key, idempotency_expires_at, traceparent, ocr, 1
                FROM owned
                ON CONFLICT (owner_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
                RETURNING id, owner_id, created_at
@@ -140,6 +145,7 @@ pub async fn insert_many(
         &keys as &[Option<String>],
         &expiries as &[Option<DateTime<Utc>>],
         &traces as &[Option<String>],
+        &ocr as &[&str],
     )
     .fetch_all(db)
     .await?;
@@ -158,6 +164,7 @@ pub async fn insert_many(
                     document_id: new.document_id,
                     status: JobStatus::Queued,
                     priority: new.priority.get(),
+                    ocr: new.ocr,
                     attempts: 0,
                     max_attempts: new.max_attempts,
                     last_error: None,

@@ -7,7 +7,9 @@ use chrono::{DateTime, Utc};
 use sqlx::PgExecutor;
 use uuid::Uuid;
 
-use crate::domain::{DocumentId, FailureReason, JobEventKind, JobId, JobStatus, RunId, UserId};
+use crate::domain::{
+    DocumentId, FailureReason, JobEventKind, JobId, JobStatus, OcrMode, RunId, UserId,
+};
 
 use super::super::job_events::JobEvent;
 
@@ -23,6 +25,7 @@ pub struct Claimed {
     pub attempts: i32,
     pub max_attempts: i32,
     pub traceparent: Option<String>,
+    pub ocr: OcrMode,
     pub storage_key: String,
     pub content_type: String,
 }
@@ -138,7 +141,7 @@ pub async fn claim(
                       attempts = j.attempts + 1, claimed_at = now(), updated_at = now()
                WHERE j.id = ANY (ARRAY(SELECT id FROM chosen))
                RETURNING j.id, j.run_id, j.owner_id, j.document_id, j.attempts, j.max_attempts,
-                         j.traceparent
+                         j.traceparent, j.ocr
            ),
            load AS (
                INSERT INTO queue_owner_load (owner_id, counter, leases)
@@ -149,7 +152,7 @@ pub async fn claim(
            SELECT c.id AS "id!: JobId", c.run_id AS "run_id!: RunId",
                   c.owner_id AS "owner_id!: UserId", c.document_id AS "document_id!: DocumentId",
                   c.attempts AS "attempts!", c.max_attempts AS "max_attempts!", c.traceparent,
-                  d.storage_key, d.content_type
+                  c.ocr AS "ocr!: OcrMode", d.storage_key, d.content_type
            FROM claimed c
            CROSS JOIN LATERAL (SELECT storage_key, content_type FROM documents
                                WHERE id = c.document_id) AS d"#,
@@ -170,6 +173,7 @@ pub async fn claim(
             attempts: r.attempts,
             max_attempts: r.max_attempts,
             traceparent: r.traceparent,
+            ocr: r.ocr,
             storage_key: r.storage_key,
             content_type: r.content_type,
         })

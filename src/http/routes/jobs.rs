@@ -20,7 +20,7 @@ use uuid::Uuid;
 use crate::{
     db::jobs::ListFilter,
     db::{jobs::Job, processing_results::ProcessingResult},
-    domain::{DocumentId, IdempotencyKey, JobId, JobStatus, Priority},
+    domain::{DocumentId, IdempotencyKey, JobId, JobStatus, OcrMode, Priority},
     http::{
         AppState,
         docs::error_responses,
@@ -83,6 +83,11 @@ pub struct CreateJob {
     #[schemars(range(min = -10, max = 10))]
     #[serde(default, deserialize_with = "integral")]
     pub priority: Option<i64>,
+    /// Which PDF pages are read by OCR: `auto` (default) those without a
+    /// usable text layer, `off` none (and images are not OCR'd), `force`
+    /// every page.
+    #[serde(default)]
+    pub ocr: OcrMode,
 }
 
 /// An optional JSON integer, written either way JSON Schema counts as one:
@@ -131,6 +136,8 @@ pub struct JobOut {
     pub document_id: Uuid,
     pub status: JobStatus,
     pub priority: i16,
+    /// Which PDF pages the job reads by OCR.
+    pub ocr: OcrMode,
     pub attempts: i32,
     pub max_attempts: i32,
     pub last_error: Option<String>,
@@ -150,6 +157,7 @@ impl From<Job> for JobOut {
             document_id: job.document_id.0,
             status: job.status,
             priority: job.priority,
+            ocr: job.ocr,
             attempts: job.attempts,
             max_attempts: job.max_attempts,
             last_error: job.last_error,
@@ -190,6 +198,7 @@ async fn create_job(
     let options = NewJobOptions {
         idempotency_key: key.as_ref(),
         priority,
+        ocr: body.ocr,
         traceparent: traceparent.as_deref(),
     };
     let (job, creation) = state
