@@ -20,6 +20,7 @@ pub mod pool;
 pub mod protocol;
 pub mod result;
 pub mod serve;
+mod standard_fonts;
 pub mod text;
 
 use std::{path::Path, time::Duration};

@@ -28,7 +28,10 @@ use std::{
 
 use lopdf::{Dictionary, Document, Encoding, Object, ObjectId, Stream, content::Operation};
 
-use crate::pdf_content::{Operations, TooComplex};
+use crate::{
+    pdf_content::{Operations, TooComplex},
+    standard_fonts::StandardWidths,
+};
 
 /// A gap along the line wider than this share of the font size is a space.
 const WORD_GAP: f64 = 0.15;
@@ -189,9 +192,24 @@ enum Widths {
         widths: HashMap<u32, f64>,
         default: f64,
     },
+    /// A standard 14 font named without `/Widths`: its AFM widths, by the
+    /// character each code shows.
+    Standard(StandardWidths),
 }
 
 impl Font<'_> {
+    /// The width of one character code, in thousandths of an em.
+    fn width(&self, code: u32) -> f64 {
+        match &self.widths {
+            Widths::Standard(standard) => u8::try_from(code)
+                .ok()
+                .and_then(|byte| self.decode(&[byte]).chars().next())
+                .and_then(|c| standard.width(c))
+                .unwrap_or(DEFAULT_WIDTH),
+            by_code => by_code.of(code),
+        }
+    }
+
     /// The `/ToUnicode` map's reading when it understands every code (some
     /// maps in the wild are malformed and decode to U+FFFD), else the
     /// encoding's.
@@ -209,6 +227,8 @@ impl Font<'_> {
 }
 
 impl Widths {
+    /// The width of `code` in a font whose widths are by code (not
+    /// `Standard`, which [`Font::width`] measures by character).
     fn of(&self, code: u32) -> f64 {
         match self {
             Self::Simple {
@@ -221,6 +241,7 @@ impl Widths {
                 .copied()
                 .unwrap_or(*missing),
             Self::Cid { widths, default } => widths.get(&code).copied().unwrap_or(*default),
+            Self::Standard(_) => DEFAULT_WIDTH,
         }
     }
 }
@@ -633,7 +654,7 @@ impl<'a> TextReader<'a> {
 
         let mut advance = 0.0;
         for code in codes(bytes, font.code_len) {
-            let mut width = font.widths.of(code) / 1000.0 * state.size + state.char_spacing;
+            let mut width = font.width(code) / 1000.0 * state.size + state.char_spacing;
             if font.code_len == 1 && code == 32 {
                 width += state.word_spacing;
             }
@@ -796,6 +817,19 @@ fn unicode_map<'a>(
 }
 
 fn simple_widths(document: &Document, dict: &Dictionary) -> Widths {
+    let listed = dict
+        .get_deref(b"Widths", document)
+        .and_then(Object::as_array)
+        .is_ok_and(|w| !w.is_empty());
+    if !listed
+        && let Some(standard) = dict
+            .get(b"BaseFont")
+            .and_then(Object::as_name)
+            .ok()
+            .and_then(StandardWidths::for_base_font)
+    {
+        return Widths::Standard(standard);
+    }
     let first = dict
         .get(b"FirstChar")
         .ok()
@@ -1138,5 +1172,30 @@ mod tests {
         }
         // Four operations, counted once.
         assert_eq!(reader.document_operations, 4);
+    }
+
+    #[test]
+    fn standard_fonts_without_widths_are_measured_by_their_metrics() {
+        // "fill" in Helvetica at 10 pt is 9.44 pt wide; the next word
+        // starts one space (2.78 pt) after it. At a default 500 units a
+        // glyph, "fill" would end past that start and the words would glue.
+        let (mut doc, page) = page_with(vec![
+            op("BT", vec![]),
+            op("Tf", vec!["F1".into(), 10.into()]),
+            op("Td", vec![72.into(), 700.into()]),
+            op("Tj", vec![text("fill")]),
+            op("Td", vec![Object::Real(12.22), 0.into()]),
+            op("Tj", vec![text("it")]),
+            op("ET", vec![]),
+        ]);
+        for object in doc.objects.values_mut() {
+            if let Object::Dictionary(dict) = object
+                && dict.has_type(b"Font")
+            {
+                dict.remove(b"Widths");
+                dict.remove(b"FirstChar");
+            }
+        }
+        assert_eq!(page_text(&doc, page, 1 << 20).expect("text"), "fill it");
     }
 }
