@@ -17,7 +17,7 @@ use crate::{
     ExtractError, Limits, OcrOptions, OcrStrategy,
     pdf_ocr::{self, PageToRead},
     pdf_text::{PageError, TextReader},
-    result::{OcrSummary, PdfExtraction, PdfInfo, PdfPage, TextCounts, TextSource},
+    result::{FormField, OcrSummary, PdfExtraction, PdfInfo, PdfPage, TextCounts, TextSource},
 };
 
 /// Page-tree nodes visited, at most, and how deep.
@@ -136,6 +136,7 @@ pub fn extract(path: &Path, limits: &Limits) -> Result<PdfExtraction, ExtractErr
         ocr_page_count: ocr.pages,
         ocr_pages_skipped: ocr.skipped,
         ocr: ocr.summary,
+        form_fields: form_fields(&document),
         truncated: truncated_reason.is_some(),
         truncated_reason,
         damaged: !damage.is_empty(),
@@ -279,6 +280,126 @@ fn walk(
         // A leaf: a page, whether or not it says so.
         _ => tree.pages.push(id),
     }
+}
+
+/// Form fields read, at most, and how deep their tree goes.
+const MAX_FORM_FIELDS: usize = 10_000;
+const MAX_FORM_DEPTH: usize = 32;
+
+/// The AcroForm's terminal fields with their values. Names, kinds and
+/// values are inherited down the field tree, as the specification says.
+fn form_fields(document: &Document) -> Vec<FormField> {
+    let Some(fields) = document
+        .catalog()
+        .ok()
+        .and_then(|catalog| catalog.get_deref(b"AcroForm", document).ok())
+        .and_then(|form| form.as_dict().ok())
+        .and_then(|form| form.get_deref(b"Fields", document).ok())
+        .and_then(|fields| fields.as_array().ok())
+    else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    let mut seen = HashSet::new();
+    for field in fields {
+        collect_field(document, field, "", None, 0, &mut seen, &mut out);
+    }
+    out
+}
+
+fn collect_field(
+    document: &Document,
+    field: &Object,
+    parent_name: &str,
+    parent_kind: Option<&[u8]>,
+    depth: usize,
+    seen: &mut HashSet<ObjectId>,
+    out: &mut Vec<FormField>,
+) {
+    if out.len() >= MAX_FORM_FIELDS || depth > MAX_FORM_DEPTH {
+        return;
+    }
+    let (id, dict) = match field {
+        Object::Reference(id) => match document.get_dictionary(*id) {
+            Ok(dict) => (Some(*id), dict),
+            Err(_) => return,
+        },
+        Object::Dictionary(dict) => (None, dict),
+        _ => return,
+    };
+    if let Some(id) = id
+        && !seen.insert(id)
+    {
+        return;
+    }
+    let own = dict
+        .get(b"T")
+        .ok()
+        .and_then(|t| t.as_str().ok())
+        .map(decode_pdf_string);
+    let name = match (parent_name, own) {
+        ("", Some(own)) => own,
+        (parent, Some(own)) => format!("{parent}.{own}"),
+        (parent, None) => parent.to_owned(),
+    };
+    let kind = dict
+        .get(b"FT")
+        .and_then(Object::as_name)
+        .ok()
+        .or(parent_kind);
+    // Kids that are fields (they have names) make this a branch; kids that
+    // are only widgets leave it a field.
+    let kids: Vec<&Object> = dict
+        .get_deref(b"Kids", document)
+        .and_then(Object::as_array)
+        .map(|kids| {
+            kids.iter()
+                .filter(|kid| {
+                    let kid = match kid {
+                        Object::Reference(id) => document.get_dictionary(*id).ok(),
+                        Object::Dictionary(dict) => Some(dict),
+                        _ => None,
+                    };
+                    kid.is_some_and(|k| k.has(b"T"))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    if !kids.is_empty() {
+        for kid in kids {
+            collect_field(document, kid, &name, kind, depth + 1, seen, out);
+        }
+        return;
+    }
+    if name.is_empty() {
+        return;
+    }
+    let value = dict.get_deref(b"V", document).ok().and_then(|v| match v {
+        Object::String(bytes, _) => Some(decode_pdf_string(bytes)),
+        Object::Name(name) => Some(String::from_utf8_lossy(name).into_owned()),
+        Object::Array(items) => Some(
+            items
+                .iter()
+                .filter_map(|item| item.as_str().ok().map(decode_pdf_string))
+                .collect::<Vec<_>>()
+                .join("\n"),
+        ),
+        _ => None,
+    });
+    out.push(FormField {
+        name,
+        kind: kind.map(|kind| {
+            match kind {
+                b"Tx" => "text",
+                b"Btn" => "button",
+                b"Ch" => "choice",
+                b"Sig" => "signature",
+                other => return String::from_utf8_lossy(other).into_owned(),
+            }
+            .to_owned()
+        }),
+        value: value.filter(|v| !v.is_empty()),
+    });
 }
 
 /// Whether the last KiB of the file holds the `%%EOF` marker a complete
@@ -470,5 +591,75 @@ mod tests {
     fn utf16_strings() {
         assert_eq!(decode_pdf_string(&[0xfe, 0xff, 0, b'H', 0, b'i']), "Hi");
         assert_eq!(decode_pdf_string(b"plain"), "plain");
+    }
+
+    #[test]
+    fn form_fields_and_their_appearances_are_read() {
+        use lopdf::{Stream, dictionary};
+
+        let mut doc = Document::with_version("1.7");
+        let pages_id = doc.new_object_id();
+        let font = doc.add_object(dictionary! {
+            "Type" => "Font", "Subtype" => "Type1", "BaseFont" => "Helvetica",
+        });
+        let appearance = doc.add_object(Stream::new(
+            dictionary! {
+                "Type" => "XObject", "Subtype" => "Form",
+                "BBox" => vec![0.into(), 0.into(), 200.into(), 20.into()],
+                "Resources" => dictionary! { "Font" => dictionary! { "Helv" => font } },
+            },
+            b"/Tx BMC BT /Helv 12 Tf 2 5 Td (Jane Doe) Tj ET EMC".to_vec(),
+        ));
+        let content = doc.add_object(Stream::new(
+            dictionary! {},
+            b"BT /Helv 12 Tf 72 720 Td (Applicant name:) Tj ET".to_vec(),
+        ));
+        let page_id = doc.new_object_id();
+        let widget = doc.add_object(dictionary! {
+            "Type" => "Annot", "Subtype" => "Widget", "T" => Object::string_literal("name"),
+            "FT" => "Tx", "V" => Object::string_literal("Jane Doe"),
+            "Rect" => vec![72.into(), 690.into(), 272.into(), 710.into()],
+            "AP" => dictionary! { "N" => appearance }, "P" => page_id,
+        });
+        let parent = doc.add_object(dictionary! {
+            "T" => Object::string_literal("applicant"), "Kids" => vec![widget.into()],
+        });
+        doc.objects.insert(
+            page_id,
+            Object::Dictionary(dictionary! {
+                "Type" => "Page", "Parent" => pages_id, "Contents" => content,
+                "MediaBox" => vec![0.into(), 0.into(), 612.into(), 792.into()],
+                "Resources" => dictionary! { "Font" => dictionary! { "Helv" => font } },
+                "Annots" => vec![widget.into()],
+            }),
+        );
+        doc.objects.insert(
+            pages_id,
+            Object::Dictionary(dictionary! {
+                "Type" => "Pages", "Kids" => vec![page_id.into()], "Count" => 1,
+            }),
+        );
+        let catalog = doc.add_object(dictionary! {
+            "Type" => "Catalog", "Pages" => pages_id,
+            "AcroForm" => dictionary! { "Fields" => vec![parent.into()] },
+        });
+        doc.trailer.set("Root", catalog);
+        let file = tempfile::NamedTempFile::new().expect("temp");
+        doc.save(file.path()).expect("save");
+
+        let limits = Limits {
+            ocr: None,
+            ..Limits::default()
+        };
+        let read = extract(file.path(), &limits).expect("extract");
+        assert_eq!(read.text, "Applicant name:\nJane Doe");
+        assert_eq!(
+            read.form_fields,
+            vec![FormField {
+                name: "applicant.name".into(),
+                kind: Some("text".into()),
+                value: Some("Jane Doe".into()),
+            }]
+        );
     }
 }

@@ -119,19 +119,34 @@ fn thread_cpu_time() -> Duration {
         .unwrap_or_default()
 }
 
-/// What identifies a page's text: its content streams and what their
-/// names resolve to (fonts by their loaded copy, forms by object), so
-/// pages with equal resources written out again each are still equal.
+/// Annotations whose appearance is read, per page, at most.
+const MAX_ANNOTATIONS: usize = 1_000;
+
+/// An annotation's appearance stream and where it is drawn.
+struct Appearance {
+    form: ObjectId,
+    placement: Matrix,
+}
+
+/// What identifies a page's text: its content streams, what their names
+/// resolve to (fonts by their loaded copy, forms by object), so pages with
+/// equal resources written out again each are still equal, and the
+/// appearances drawn over it.
 #[derive(Hash, PartialEq, Eq)]
 struct PageKey {
     contents: Vec<ObjectId>,
     fonts: Vec<(Vec<u8>, usize)>,
     forms: Vec<(Vec<u8>, ObjectId)>,
+    appearances: Vec<(ObjectId, [u64; 6])>,
 }
 
 impl PageKey {
-    fn new(contents: Vec<ObjectId>, resources: &Resources<'_>) -> Self {
+    fn new(contents: Vec<ObjectId>, resources: &Resources<'_>, appearances: &[Appearance]) -> Self {
         Self {
+            appearances: appearances
+                .iter()
+                .map(|a| (a.form, a.placement.0.map(f64::to_bits)))
+                .collect(),
             contents,
             fonts: resources
                 .fonts
@@ -174,6 +189,29 @@ impl Matrix {
 
     fn translate(tx: f64, ty: f64) -> Self {
         Self([1.0, 0.0, 0.0, 1.0, tx, ty])
+    }
+
+    fn apply(self, (x, y): (f64, f64)) -> (f64, f64) {
+        let [a, b, c, d, e, f] = self.0;
+        (a * x + c * y + e, b * x + d * y + f)
+    }
+
+    /// The bounding box of `rect` (`[x0 y0 x1 y1]`) after this matrix.
+    fn bounds(self, rect: [f64; 4]) -> [f64; 4] {
+        let corners = [
+            self.apply((rect[0], rect[1])),
+            self.apply((rect[2], rect[1])),
+            self.apply((rect[0], rect[3])),
+            self.apply((rect[2], rect[3])),
+        ];
+        let xs = corners.map(|c| c.0);
+        let ys = corners.map(|c| c.1);
+        [
+            xs.iter().copied().fold(f64::INFINITY, f64::min),
+            ys.iter().copied().fold(f64::INFINITY, f64::min),
+            xs.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+            ys.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+        ]
     }
 
     fn origin(self) -> (f64, f64) {
@@ -360,7 +398,12 @@ impl<'a> TextReader<'a> {
                 .filter_map(|id| self.document.get_dictionary(id).ok()),
         );
         let resources = self.resources(&dictionaries);
-        let key = PageKey::new(self.document.get_page_contents(page_id), &resources);
+        let appearances = self.appearances(page_id);
+        let key = PageKey::new(
+            self.document.get_page_contents(page_id),
+            &resources,
+            &appearances,
+        );
         if let Some(text) = self.pages.get(&key) {
             return Ok(cut_to(text.as_str(), room));
         }
@@ -387,7 +430,25 @@ impl<'a> TextReader<'a> {
         let mut state = State::default();
         // A page's streams are one content stream cut in pieces.
         let operations = contents.iter().flat_map(|bytes| Operations::new(bytes));
-        let cut = match self.run(operations, &resources, &mut state, 0) {
+        let read = self
+            .run(operations, &resources, &mut state, 0)
+            .and_then(|()| {
+                // Then what annotations show (form fields' values, free
+                // text), as a viewer draws them over the page.
+                for appearance in &appearances {
+                    let mut placed = State {
+                        ctm: appearance.placement,
+                        ..State::default()
+                    };
+                    self.last_end = None;
+                    if !self.out.is_empty() && !self.out.ends_with('\n') {
+                        self.push_text("\n");
+                    }
+                    self.run_form(appearance.form, &resources, &mut placed, 0)?;
+                }
+                Ok(())
+            });
+        let cut = match read {
             Ok(()) => false,
             Err(Stop::TextFull) => true,
             Err(Stop::TooComplex(why)) => return Err(PageError::TooComplex(why)),
@@ -397,6 +458,102 @@ impl<'a> TextReader<'a> {
             self.pages.insert(key, Rc::new(text.clone()));
         }
         Ok(PageText { text, cut })
+    }
+
+    /// The appearance streams of the page's visible annotations (at most
+    /// `MAX_ANNOTATIONS`), each with where it goes on the page: its
+    /// bounding box, after its matrix, mapped onto the annotation's
+    /// rectangle (PDF 32000-1, 12.5.5).
+    fn appearances(&self, page_id: ObjectId) -> Vec<Appearance> {
+        let document = self.document;
+        let Some(annotations) = document
+            .get_dictionary(page_id)
+            .and_then(|page| page.get_deref(b"Annots", document))
+            .and_then(Object::as_array)
+            .ok()
+        else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for annotation in annotations.iter().take(MAX_ANNOTATIONS) {
+            let Some(annotation) = self.deref_dict(Some(annotation)) else {
+                continue;
+            };
+            // Hidden (bit 2) and no-view (bit 6) annotations are not shown.
+            let flags = annotation.get(b"F").ok().and_then(number).unwrap_or(0.0) as i64;
+            if flags & (2 | 32) != 0 {
+                continue;
+            }
+            let Some(normal) = self
+                .deref_dict(annotation.get(b"AP").ok())
+                .and_then(|ap| ap.get(b"N").ok())
+            else {
+                continue;
+            };
+            // One stream, or one per state (check boxes): the current one.
+            let form = match normal {
+                Object::Reference(id) => match document.get_object(*id) {
+                    Ok(Object::Stream(_)) => Some(*id),
+                    Ok(Object::Dictionary(states)) => annotation
+                        .get(b"AS")
+                        .and_then(Object::as_name)
+                        .ok()
+                        .and_then(|state| states.get(state).ok())
+                        .and_then(|o| o.as_reference().ok()),
+                    _ => None,
+                },
+                _ => None,
+            };
+            let (Some(form), Some(rect)) = (
+                form,
+                annotation
+                    .get_deref(b"Rect", document)
+                    .and_then(Object::as_array)
+                    .ok()
+                    .and_then(|r| rectangle(r)),
+            ) else {
+                continue;
+            };
+            let Ok(stream) = document.get_object(form).and_then(Object::as_stream) else {
+                continue;
+            };
+            let matrix = stream
+                .dict
+                .get(b"Matrix")
+                .and_then(Object::as_array)
+                .ok()
+                .and_then(|m| Matrix::from_operands(m))
+                .unwrap_or(Matrix::IDENTITY);
+            let Some(bbox) = stream
+                .dict
+                .get(b"BBox")
+                .and_then(Object::as_array)
+                .ok()
+                .and_then(|b| rectangle(b))
+            else {
+                continue;
+            };
+            let bbox = matrix.bounds(bbox);
+            let scale = |to: f64, from: f64| {
+                if from.abs() > f64::EPSILON {
+                    to / from
+                } else {
+                    1.0
+                }
+            };
+            let placement = Matrix::translate(-bbox[0], -bbox[1])
+                .then(Matrix([
+                    scale(rect[2] - rect[0], bbox[2] - bbox[0]),
+                    0.0,
+                    0.0,
+                    scale(rect[3] - rect[1], bbox[3] - bbox[1]),
+                    0.0,
+                    0.0,
+                ]))
+                .then(Matrix::translate(rect[0], rect[1]));
+            out.push(Appearance { form, placement });
+        }
+        out
     }
 
     /// A stream's decoded bytes, kept for the next page that uses it while
@@ -606,7 +763,7 @@ impl<'a> TextReader<'a> {
         &mut self,
         id: ObjectId,
         outer: &Resources<'a>,
-        state: &State<'a>,
+        state: &mut State<'a>,
         depth: usize,
     ) -> Result<(), Stop> {
         let Ok(stream) = self.document.get_object(id).and_then(Object::as_stream) else {
@@ -739,6 +896,15 @@ fn codes(bytes: &[u8], code_len: usize) -> impl Iterator<Item = u32> + '_ {
             .iter()
             .fold(0_u32, |code, b| code << 8 | u32::from(*b))
     })
+}
+
+/// `[x0 y0 x1 y1]` of four numbers, normalised so x0 ≤ x1 and y0 ≤ y1.
+fn rectangle(values: &[Object]) -> Option<[f64; 4]> {
+    let numbers: Vec<f64> = values.iter().filter_map(number).collect();
+    let [x0, y0, x1, y1] = numbers[..] else {
+        return None;
+    };
+    Some([x0.min(x1), y0.min(y1), x0.max(x1), y0.max(y1)])
 }
 
 fn number(object: &Object) -> Option<f64> {

@@ -66,6 +66,10 @@ pub struct PdfExtraction {
     pub ocr_pages_skipped: u32,
     /// How OCR ran, when it read any page.
     pub ocr: Option<OcrSummary>,
+    /// The interactive form's fields (AcroForm), in the form's order.
+    /// What their widgets show is also in their pages' text, as a viewer
+    /// draws it.
+    pub form_fields: Vec<FormField>,
     /// Part of the document was not read: pages beyond the page limit, or
     /// text beyond the text limit.
     pub truncated: bool,
@@ -90,6 +94,18 @@ pub struct PdfInfo {
     pub producer: Option<String>,
     pub created_at: Option<String>,
     pub modified_at: Option<String>,
+}
+
+/// One field of a PDF form.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct FormField {
+    /// The fully qualified name (`address.city`).
+    pub name: String,
+    /// `text`, `button`, `choice` or `signature`, when the form says.
+    pub kind: Option<String>,
+    /// The value: text, the chosen option(s) joined by newlines, or a
+    /// button's state (`Yes`, `Off`).
+    pub value: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
