@@ -10,6 +10,7 @@
 //! The queue consumer that drives them is `docflow::worker` (`src/worker/`).
 
 mod content_kind;
+mod glyph_names;
 pub mod image;
 pub mod ocr;
 pub mod pdf;

@@ -260,7 +260,16 @@ impl Font<'_> {
         {
             return text;
         }
-        self.encoding.bytes_to_string(bytes).unwrap_or_default()
+        if let Some(table) = &self.differences {
+            return bytes
+                .iter()
+                .map(|&b| table[usize::from(b)].as_str())
+                .collect();
+        }
+        self.encoding
+            .as_ref()
+            .and_then(|encoding| encoding.bytes_to_string(bytes).ok())
+            .unwrap_or_default()
     }
 }
 
@@ -287,8 +296,13 @@ impl Widths {
 struct Font<'a> {
     /// The font's `/ToUnicode` map, when it has one beside an encoding.
     unicode: Option<Encoding<'a>>,
+    /// A simple font's `/Differences` over its base encoding, by code
+    /// (empty: a glyph that means no text). lopdf drops the whole table
+    /// when one glyph name is unknown to it (`/uniFB01`, `/g123`), so it is
+    /// read here, names through the Adobe Glyph List.
+    differences: Option<Vec<String>>,
     /// What lopdf reads the font's codes with otherwise.
-    encoding: Encoding<'a>,
+    encoding: Option<Encoding<'a>>,
     widths: Widths,
     /// Bytes per character code: 2 for composite (Type0) fonts.
     code_len: usize,
@@ -948,11 +962,21 @@ fn load_font<'a>(
 ) -> Option<Font<'a>> {
     let composite =
         dict.get(b"Subtype").and_then(Object::as_name).ok() == Some(b"Type0".as_slice());
+    let encoding = dict
+        .get_font_encoding_with_limit(document, max_decompressed)
+        .ok();
+    let differences = if composite {
+        None
+    } else {
+        differences(document, dict, max_decompressed)
+    };
+    if encoding.is_none() && differences.is_none() {
+        return None;
+    }
     Some(Font {
         unicode: unicode_map(document, dict, max_decompressed),
-        encoding: dict
-            .get_font_encoding_with_limit(document, max_decompressed)
-            .ok()?,
+        differences,
+        encoding,
         widths: if composite {
             cid_widths(document, dict)
         } else {
@@ -960,6 +984,71 @@ fn load_font<'a>(
         },
         code_len: if composite { 2 } else { 1 },
     })
+}
+
+/// A simple font's codes read through its `/Encoding` dictionary's
+/// `/Differences`: the base encoding's reading of each code, then each
+/// named glyph's text. Only for tables that name a glyph outside the Adobe
+/// Glyph List, which lopdf silently drops whole (falling back to the base
+/// encoding for every code); the others lopdf reads as we would.
+fn differences(
+    document: &Document,
+    font: &Dictionary,
+    max_decompressed: usize,
+) -> Option<Vec<String>> {
+    let encoding = font.get_deref(b"Encoding", document).ok()?.as_dict().ok()?;
+    let changes = encoding
+        .get_deref(b"Differences", document)
+        .ok()?
+        .as_array()
+        .ok()?;
+    let lopdf_drops_it = changes.iter().any(|change| {
+        change
+            .as_name()
+            .is_ok_and(|name| !crate::glyph_names::is_listed(name))
+    });
+    if !lopdf_drops_it {
+        return None;
+    }
+    // The base: the same font with the encoding's base (or none, which
+    // lopdf reads as StandardEncoding), each code decoded alone.
+    let mut base_font = font.clone();
+    match encoding.get(b"BaseEncoding").and_then(Object::as_name) {
+        Ok(name) => base_font.set("Encoding", Object::Name(name.to_vec())),
+        Err(_) => base_font.set("Encoding", Object::Name(b"StandardEncoding".to_vec())),
+    }
+    base_font.remove(b"ToUnicode");
+    let base = base_font
+        .get_font_encoding_with_limit(document, max_decompressed)
+        .ok();
+    let mut table: Vec<String> = (0..=255_u8)
+        .map(|code| {
+            base.as_ref()
+                .and_then(|base| base.bytes_to_string(&[code]).ok())
+                .unwrap_or_default()
+        })
+        .collect();
+    let mut code: Option<usize> = None;
+    for change in changes {
+        match change {
+            Object::Integer(start) => code = usize::try_from(*start).ok().filter(|c| *c < 256),
+            Object::Name(name) => {
+                if let Some(at) = code {
+                    // A name that says nothing keeps the base reading, as
+                    // poppler falls back to the font's own encoding;
+                    // `.notdef` draws nothing.
+                    match crate::glyph_names::to_text(name) {
+                        Some(text) => table[at] = text,
+                        None if name == b".notdef" => table[at].clear(),
+                        None => {}
+                    }
+                    code = Some(at + 1).filter(|c| *c < 256);
+                }
+            }
+            _ => {}
+        }
+    }
+    Some(table)
 }
 
 /// The font's `/ToUnicode` map when it also has an `/Encoding` (which lopdf
@@ -1363,5 +1452,38 @@ mod tests {
             }
         }
         assert_eq!(page_text(&doc, page, 1 << 20).expect("text"), "fill it");
+    }
+
+    #[test]
+    fn differences_with_names_lopdf_does_not_know_are_read() {
+        let (mut doc, page) = page_with(vec![
+            op("BT", vec![]),
+            op("Tf", vec!["F1".into(), 10.into()]),
+            op("Td", vec![72.into(), 700.into()]),
+            op(
+                "Tj",
+                vec![Object::string_literal(b"di\x01cult\x02 \x03".to_vec())],
+            ),
+            op("ET", vec![]),
+        ]);
+        for object in doc.objects.values_mut() {
+            if let Object::Dictionary(dict) = object
+                && dict.has_type(b"Font")
+            {
+                dict.set(
+                    "Encoding",
+                    dictionary! {
+                        "BaseEncoding" => "WinAnsiEncoding",
+                        "Differences" => vec![
+                            1.into(), "uniFB01".into(), "g123".into(), "Aacute".into(),
+                        ],
+                    },
+                );
+            }
+        }
+        assert_eq!(
+            page_text(&doc, page, 1 << 20).expect("text"),
+            "di\u{fb01}cult \u{c1}"
+        );
     }
 }
