@@ -231,23 +231,12 @@ enum Widths {
         default: f64,
     },
     /// A standard 14 font named without `/Widths`: its AFM widths, by the
-    /// character each code shows.
+    /// character each code shows; [`load_font`] turns them into widths by
+    /// code once it can decode the codes.
     Standard(StandardWidths),
 }
 
 impl Font<'_> {
-    /// The width of one character code, in thousandths of an em.
-    fn width(&self, code: u32) -> f64 {
-        match &self.widths {
-            Widths::Standard(standard) => u8::try_from(code)
-                .ok()
-                .and_then(|byte| self.decode(&[byte]).chars().next())
-                .and_then(|c| standard.width(c))
-                .unwrap_or(DEFAULT_WIDTH),
-            by_code => by_code.of(code),
-        }
-    }
-
     /// The `/ToUnicode` map's reading when it understands every code (some
     /// maps in the wild are malformed and decode to U+FFFD), else the
     /// encoding's.
@@ -825,7 +814,7 @@ impl<'a> TextReader<'a> {
 
         let mut advance = 0.0;
         for code in codes(bytes, font.code_len) {
-            let mut width = font.width(code) / 1000.0 * state.size + state.char_spacing;
+            let mut width = font.widths.of(code) / 1000.0 * state.size + state.char_spacing;
             if font.code_len == 1 && code == 32 {
                 width += state.word_spacing;
             }
@@ -973,7 +962,7 @@ fn load_font<'a>(
     if encoding.is_none() && differences.is_none() {
         return None;
     }
-    Some(Font {
+    let mut font = Font {
         unicode: unicode_map(document, dict, max_decompressed),
         differences,
         encoding,
@@ -983,7 +972,26 @@ fn load_font<'a>(
             simple_widths(document, dict)
         },
         code_len: if composite { 2 } else { 1 },
-    })
+    };
+    // Standard widths are by character: measure each of the 256 codes
+    // once, not every glyph shown.
+    if let Widths::Standard(standard) = font.widths {
+        let widths = (0..=255_u8)
+            .map(|code| {
+                font.decode(&[code])
+                    .chars()
+                    .next()
+                    .and_then(|c| standard.width(c))
+                    .unwrap_or(DEFAULT_WIDTH)
+            })
+            .collect();
+        font.widths = Widths::Simple {
+            first: 0,
+            widths,
+            missing: DEFAULT_WIDTH,
+        };
+    }
+    Some(font)
 }
 
 /// A simple font's codes read through its `/Encoding` dictionary's
