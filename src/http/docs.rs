@@ -76,6 +76,20 @@ pub fn describe_api(api: TransformOpenApi<'_>) -> TransformOpenApi<'_> {
                 extensions: Default::default(),
             },
         )
+        .security_scheme(
+            crate::http::extract::STREAM_TOKEN_SCHEME,
+            SecurityScheme::ApiKey {
+                location: aide::openapi::ApiKeyLocation::Query,
+                name: "token".into(),
+                description: Some(
+                    "A job's stream token from `POST /api/v1/jobs/{id}/stream-token`, for \
+                     clients that cannot send an Authorization header (a browser's EventSource); \
+                     opens that job's event stream only."
+                        .into(),
+                ),
+                extensions: Default::default(),
+            },
+        )
         .tag(Tag {
             name: "auth".into(),
             description: Some("Accounts and sessions".into()),

@@ -83,6 +83,8 @@ impl<T: schemars::JsonSchema> OperationInput for OptionalJson<T> {
 pub struct CurrentUser(pub AccessClaims);
 
 pub const BEARER_SCHEME: &str = "bearerAuth";
+/// A job's stream token as `?token=`: the other way into its event stream.
+pub const STREAM_TOKEN_SCHEME: &str = "streamToken";
 
 impl FromRequestParts<AppState> for CurrentUser {
     type Rejection = ApiError;

@@ -57,6 +57,10 @@ pub fn router() -> ApiRouter<AppState> {
 pub struct EventsParams {
     /// A stream token from `POST /jobs/{id}/stream-token`, for clients that
     /// cannot send an Authorization header (a browser's EventSource).
+    /// Documented as the `streamToken` security scheme, not as a plain
+    /// parameter: it is a credential, and a client (or schemathesis) that
+    /// drops credentials must drop it too.
+    #[schemars(skip)]
     pub token: Option<String>,
     /// Resume after this event; the `Last-Event-ID` header, which browsers
     /// send on reconnect, takes precedence.
@@ -183,6 +187,7 @@ fn events_docs(op: TransformOperation) -> TransformOperation {
                  /jobs/{id}/stream-token`.",
             )
             .security_requirement(crate::http::extract::BEARER_SCHEME)
+            .security_requirement(crate::http::extract::STREAM_TOKEN_SCHEME)
             .response_with::<204, (), _>(|r| {
                 r.description("The Last-Event-ID given is the job's final event: nothing follows")
             })
