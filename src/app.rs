@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use anyhow::Context;
+use secrecy::ExposeSecret;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -43,7 +44,7 @@ pub async fn build_state_with_db(
     db: PgPool,
 ) -> anyhow::Result<AppState> {
     let ephemeral = match (&config.redis_url, topology) {
-        (Some(url), _) => Ephemeral::redis(url.expose(), config.redis_key_prefix.clone())
+        (Some(url), _) => Ephemeral::redis(url.expose_secret(), config.redis_key_prefix.clone())
             .await
             .context("REDIS_URL: cannot build a Redis client")?,
         (None, Topology::SingleNode) => Ephemeral::in_process(),
@@ -57,7 +58,7 @@ pub async fn build_state_with_db(
     let (hub, publisher) = match (&ephemeral, &config.redis_url) {
         (Ephemeral::Redis(redis), Some(url)) => {
             let hub = Hub::new(false);
-            live::fanout::spawn(url.expose(), &config.redis_key_prefix, hub.clone())
+            live::fanout::spawn(url.expose_secret(), &config.redis_key_prefix, hub.clone())
                 .context("REDIS_URL: cannot build a Redis client")?;
             // Redis can be down, or a writer may fail to publish: the hub
             // reads Postgres for all its streams at once meanwhile.
@@ -70,7 +71,7 @@ pub async fn build_state_with_db(
         }
     };
     let storage = Storage::open(&config.storage)?;
-    let keys = TokenKeys::new(config.jwt_secret.expose()).context("JWT_SECRET: unusable")?;
+    let keys = TokenKeys::new(config.jwt_secret.expose_secret()).context("JWT_SECRET: unusable")?;
     let auth = AuthService::new(
         db.clone(),
         keys,
@@ -87,7 +88,7 @@ pub async fn build_state_with_db(
     let documents = DocumentService::new(
         db.clone(),
         storage.clone(),
-        LinkSigner::new(config.jwt_secret.expose()),
+        LinkSigner::new(config.jwt_secret.expose_secret()),
         config.max_upload_bytes,
         config.allowed_content_types.clone(),
         config.download_url_ttl,
@@ -160,7 +161,7 @@ pub async fn run_worker(config: Config) -> anyhow::Result<()> {
     let storage = Storage::open(&config.storage)?;
     let mut setup = WorkerSetup::from_config(&config, db, storage);
     setup.publisher = match &config.redis_url {
-        Some(url) => match Ephemeral::redis(url.expose(), config.redis_key_prefix.clone())
+        Some(url) => match Ephemeral::redis(url.expose_secret(), config.redis_key_prefix.clone())
             .await
             .context("REDIS_URL: cannot build a Redis client")?
         {

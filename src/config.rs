@@ -1,8 +1,9 @@
 //! Typed configuration, read once from the environment at start-up.
 //!
 //! Every variable is documented in `.env.example`. A bad or missing value stops
-//! start-up with one line naming the variable; secrets are wrapped in
-//! [`Secret`] so they never reach a log line or a `Debug` dump.
+//! start-up with one line naming the variable; secrets are `secrecy` boxes, so
+//! they never reach a log line or a `Debug` dump and are wiped when dropped;
+//! `expose_secret()` is the only way to read one (grep for it when auditing).
 
 pub mod legacy_env;
 
@@ -12,6 +13,7 @@ use std::{
 
 use docflow_extract::ContentKind;
 use ipnet::IpNet;
+use secrecy::{SecretSlice, SecretString};
 use url::Url;
 
 /// The upload cap the seed contract uses: 25 MiB.
@@ -19,27 +21,6 @@ const DEFAULT_MAX_UPLOAD_BYTES: u64 = 25 * 1024 * 1024;
 const DEFAULT_ALLOWED_CONTENT_TYPES: &str = "application/pdf,image/png,image/jpeg,text/plain";
 /// HS256 keys shorter than the hash output weaken the MAC; RFC 7518 §3.2.
 const MIN_JWT_SECRET_BYTES: usize = 32;
-
-/// A value that must never be printed.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret<T>(T);
-
-impl<T> Secret<T> {
-    pub fn new(value: T) -> Self {
-        Self(value)
-    }
-
-    /// The only way to read the value: grep for it when auditing secret use.
-    pub fn expose(&self) -> &T {
-        &self.0
-    }
-}
-
-impl<T> fmt::Debug for Secret<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(<redacted>)")
-    }
-}
 
 /// Where uploaded bytes live.
 #[derive(Clone, Debug)]
@@ -61,8 +42,8 @@ pub struct S3Config {
     /// since the signature covers it.
     pub public_endpoint: Option<String>,
     pub region: String,
-    pub access_key_id: Option<Secret<String>>,
-    pub secret_access_key: Option<Secret<String>>,
+    pub access_key_id: Option<SecretString>,
+    pub secret_access_key: Option<SecretString>,
 }
 
 /// Bounds on client connections to the API, applied before any request is
@@ -89,15 +70,15 @@ pub struct AuthRateLimit {
 #[derive(Clone, Debug)]
 pub struct Config {
     pub bind_addr: SocketAddr,
-    pub database_url: Secret<String>,
+    pub database_url: SecretString,
     pub database_max_connections: u32,
     /// `None` selects the in-process implementations (single node only).
-    pub redis_url: Option<Secret<String>>,
+    pub redis_url: Option<SecretString>,
     /// Prefix of every Redis key we write, so several deployments (or test
     /// runs) can share one Redis without seeing each other's state.
     pub redis_key_prefix: String,
     pub storage: StorageConfig,
-    pub jwt_secret: Secret<Vec<u8>>,
+    pub jwt_secret: SecretSlice<u8>,
     pub max_upload_bytes: u64,
     pub allowed_content_types: Vec<ContentKind>,
     pub job_max_attempts: u32,
@@ -215,7 +196,7 @@ impl Config {
                         format!("must be at least {MIN_JWT_SECRET_BYTES} bytes (generate one with `openssl rand -base64 48`)"),
                     ))
                 } else {
-                    Ok(Secret::new(secret.into_bytes()))
+                    Ok(SecretSlice::from(secret.into_bytes()))
                 }
             })?;
 
@@ -429,11 +410,11 @@ impl Config {
 
         Ok(Self {
             bind_addr: env.parsed_or("BIND_ADDR", SocketAddr::from(([127, 0, 0, 1], 8000)))?,
-            database_url: Secret::new(env.optional("DATABASE_URL").unwrap_or_else(|| {
+            database_url: SecretString::from(env.optional("DATABASE_URL").unwrap_or_else(|| {
                 "postgres://postgres@127.0.0.1:5432/docflow?sslmode=disable".to_owned()
             })),
             database_max_connections: env.parsed_or("DATABASE_MAX_CONNECTIONS", 20)?,
-            redis_url: env.optional("REDIS_URL").map(Secret::new),
+            redis_url: env.optional("REDIS_URL").map(SecretString::from),
             redis_key_prefix: env
                 .optional("REDIS_KEY_PREFIX")
                 .unwrap_or_else(|| "docflow:".to_owned()),
@@ -523,8 +504,10 @@ fn storage_from_env(env: &Env<'_>) -> Result<StorageConfig, ConfigError> {
             region: env
                 .optional("S3_REGION")
                 .unwrap_or_else(|| "us-east-1".to_owned()),
-            access_key_id: env.optional("AWS_ACCESS_KEY_ID").map(Secret::new),
-            secret_access_key: env.optional("AWS_SECRET_ACCESS_KEY").map(Secret::new),
+            access_key_id: env.optional("AWS_ACCESS_KEY_ID").map(SecretString::from),
+            secret_access_key: env
+                .optional("AWS_SECRET_ACCESS_KEY")
+                .map(SecretString::from),
         }));
     }
 
@@ -597,6 +580,8 @@ impl Env<'_> {
 
 #[cfg(test)]
 mod tests {
+    use secrecy::ExposeSecret;
+
     use super::*;
 
     fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
@@ -662,7 +647,7 @@ mod tests {
         assert_eq!(s3.bucket, "docflow-documents");
         assert_eq!(s3.endpoint.as_deref(), Some("http://minio:9000"));
         assert_eq!(
-            config.database_url.expose(),
+            config.database_url.expose_secret(),
             "postgres://docflow:docflow@postgres:5432/docflow"
         );
         let said: Vec<String> = config
@@ -779,6 +764,20 @@ mod tests {
         let dump = format!("{config:?}");
         for secret in [SECRET, "dbpassword", "redispassword", "awssecretvalue"] {
             assert!(!dump.contains(secret), "{secret} leaked into {dump}");
+        }
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        let config = Config::from_map(&vars(&[
+            ("JWT_SECRET", "a-secret-of-at-least-thirty-two-bytes!"),
+            ("DATABASE_URL", "postgres://docflow:hunter2@db/docflow"),
+            ("REDIS_URL", "redis://:hunter3@redis:6379"),
+        ]))
+        .expect("valid");
+        let printed = format!("{config:?}");
+        for secret in ["thirty-two", "hunter2", "hunter3"] {
+            assert!(!printed.contains(secret), "{secret} leaked: {printed}");
         }
     }
 }

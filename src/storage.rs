@@ -11,6 +11,7 @@ use object_store::{
     path::Path,
     signer::Signer,
 };
+use secrecy::ExposeSecret;
 use url::Url;
 
 use crate::config::StorageConfig;
@@ -55,10 +56,10 @@ fn s3_client(s3: &crate::config::S3Config, endpoint: Option<&str>) -> anyhow::Re
             .with_virtual_hosted_style_request(false);
     }
     if let Some(key) = &s3.access_key_id {
-        builder = builder.with_access_key_id(key.expose());
+        builder = builder.with_access_key_id(key.expose_secret());
     }
     if let Some(secret) = &s3.secret_access_key {
-        builder = builder.with_secret_access_key(secret.expose());
+        builder = builder.with_secret_access_key(secret.expose_secret());
     }
     Ok(builder.build()?)
 }

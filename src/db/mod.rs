@@ -12,6 +12,8 @@ pub mod users;
 
 use std::time::Duration;
 
+use secrecy::ExposeSecret;
+
 use sqlx::{
     PgPool,
     postgres::{PgConnectOptions, PgPoolOptions},
@@ -32,7 +34,7 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 /// Opens the pool lazily: the API starts (and reports not-ready) while
 /// Postgres is down, instead of crash-looping.
 pub fn connect_lazy(config: &Config) -> Result<PgPool, sqlx::Error> {
-    let options: PgConnectOptions = config.database_url.expose().parse()?;
+    let options: PgConnectOptions = config.database_url.expose_secret().parse()?;
     Ok(PgPoolOptions::new()
         .max_connections(config.database_max_connections)
         .acquire_timeout(Duration::from_secs(5))

@@ -3,8 +3,9 @@
 //! guess). Being length only, the policy is exactly what the OpenAPI schema
 //! says (`minLength`/`maxLength`), which schemathesis checks.
 
+use secrecy::{ExposeSecret, SecretString};
+
 use super::InvalidInput;
-use crate::config::Secret;
 
 pub const MIN_CHARS: usize = 10;
 /// Argon2 accepts more, but nobody types this much and it bounds hashing
@@ -14,7 +15,7 @@ pub const MAX_CHARS: usize = 128;
 /// A password that meets the policy for new accounts. Existing passwords are
 /// checked against their hash as typed, whatever the policy was then.
 #[derive(Debug)]
-pub struct Password(Secret<String>);
+pub struct Password(SecretString);
 
 impl Password {
     pub fn parse_new(raw: String) -> Result<Self, InvalidInput> {
@@ -26,11 +27,11 @@ impl Password {
         if chars > MAX_CHARS {
             return Err(invalid(format!("must be at most {MAX_CHARS} characters")));
         }
-        Ok(Self(Secret::new(raw)))
+        Ok(Self(SecretString::from(raw)))
     }
 
     pub fn expose(&self) -> &str {
-        self.0.expose()
+        self.0.expose_secret()
     }
 }
 
