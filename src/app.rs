@@ -83,6 +83,7 @@ pub async fn build_state_with_db(
         db.clone(),
         config.job_max_attempts,
         config.idempotency_ttl,
+        config.ocr_languages.clone(),
         publisher.clone(),
     );
     let documents = DocumentService::new(
@@ -156,7 +157,7 @@ pub async fn run_api(config: Config) -> anyhow::Result<()> {
 }
 
 pub async fn run_worker(config: Config) -> anyhow::Result<()> {
-    worker::check_tesseract(config.tesseract_enabled, &config.ocr_languages)?;
+    worker::check_tesseract(config.tesseract_enabled, config.ocr_languages.as_str())?;
     let db = db::connect_lazy(&config).context("DATABASE_URL: invalid")?;
     let storage = Storage::open(&config.storage)?;
     let mut setup = WorkerSetup::from_config(&config, db, storage);
@@ -188,7 +189,10 @@ pub async fn run_all_in_one(config: Config) -> anyhow::Result<()> {
     db::migrate(&state.db).await.context("running migrations")?;
     let shutdown = CancellationToken::new();
     tokio::spawn(shutdown_on_signal(shutdown.clone()));
-    worker::check_tesseract(state.config.tesseract_enabled, &state.config.ocr_languages)?;
+    worker::check_tesseract(
+        state.config.tesseract_enabled,
+        state.config.ocr_languages.as_str(),
+    )?;
     let mut setup =
         WorkerSetup::from_config(&state.config, state.db.clone(), state.storage.clone());
     setup.publisher = state.publisher.clone();

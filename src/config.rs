@@ -12,6 +12,8 @@ use std::{
 };
 
 use docflow_extract::ContentKind;
+
+use crate::domain::OcrLanguages;
 use ipnet::IpNet;
 use secrecy::{SecretSlice, SecretString};
 use url::Url;
@@ -85,7 +87,7 @@ pub struct Config {
     pub tesseract_enabled: bool,
     /// Tesseract language codes joined by `+` (`eng+deu`), checked against
     /// `tesseract --list-langs` when a worker starts.
-    pub ocr_languages: String,
+    pub ocr_languages: OcrLanguages,
     /// Peers whose `X-Forwarded-For` we believe (the reverse proxy).
     pub trusted_proxies: Vec<IpNet>,
     /// Origins allowed to call the API from a browser; empty = same-origin only.
@@ -350,24 +352,11 @@ impl Config {
         let ocr_timeout = positive_secs("OCR_TIMEOUT_SECS", 60)?;
         let ocr_max_pages: usize =
             env.parsed_or("OCR_MAX_PAGES", docflow_extract::DEFAULT_OCR_MAX_PAGES)?;
-        let ocr_languages = env
-            .optional("OCR_LANGUAGES")
-            .unwrap_or_else(|| "eng".to_owned());
-        // Tesseract's codes (`eng`, `chi_sim`, `deu_latf`) joined by `+`;
-        // anything else would reach its command line.
-        let valid_code = |code: &str| {
-            !code.is_empty()
-                && code.len() <= 32
-                && code
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
-        };
-        if !ocr_languages.split('+').all(valid_code) {
-            return Err(ConfigError::new(
-                "OCR_LANGUAGES",
-                format!("{ocr_languages:?}: expected tesseract codes joined by '+', e.g. eng+deu"),
-            ));
-        }
+        let ocr_languages = OcrLanguages::parse(
+            &env.optional("OCR_LANGUAGES")
+                .unwrap_or_else(|| "eng".to_owned()),
+        )
+        .map_err(|invalid| ConfigError::new("OCR_LANGUAGES", invalid.reason))?;
         // Settings that only make sense together.
         if ocr_timeout >= extract_timeout {
             return Err(ConfigError::new(

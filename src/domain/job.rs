@@ -91,6 +91,59 @@ text_enum! {
     }
 }
 
+/// Tesseract language codes joined by `+` (`eng`, `eng+deu`, `chi_sim`):
+/// lower-case letters, digits and `_`, at most 32 a code and 16 codes.
+/// Anything else would reach tesseract's command line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OcrLanguages(String);
+
+impl OcrLanguages {
+    pub const MAX_CODES: usize = 16;
+    /// The syntax [`Self::parse`] accepts, for the OpenAPI schema.
+    pub const PATTERN: &'static str = r"^[a-z0-9_]{1,32}(\+[a-z0-9_]{1,32}){0,15}$";
+
+    pub fn parse(raw: &str) -> Result<Self, InvalidInput> {
+        let valid_code = |code: &str| {
+            !code.is_empty()
+                && code.len() <= 32
+                && code
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        };
+        if raw.split('+').count() > Self::MAX_CODES || !raw.split('+').all(valid_code) {
+            return Err(InvalidInput::new(
+                "ocr_languages",
+                format!("{raw:?}: expected tesseract codes joined by '+', e.g. eng+deu"),
+            ));
+        }
+        Ok(Self(raw.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// These languages, if every one is among `installed`.
+    pub fn within(self, installed: &Self) -> Result<Self, InvalidInput> {
+        let missing: Vec<&str> = self
+            .0
+            .split('+')
+            .filter(|code| !installed.0.split('+').any(|have| have == *code))
+            .collect();
+        if missing.is_empty() {
+            return Ok(self);
+        }
+        Err(InvalidInput::new(
+            "ocr_languages",
+            format!(
+                "{} not available here (this server reads {})",
+                missing.join(", "),
+                installed.0
+            ),
+        ))
+    }
+}
+
 text_enum! {
     /// Why a job ended up in the dead-letter queue.
     pub enum FailureReason {
@@ -150,5 +203,40 @@ impl IdempotencyKey {
 
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ocr_languages_are_codes_and_only_the_installed_ones() {
+        let installed = OcrLanguages::parse("eng+deu+chi_sim").expect("valid");
+        for asked in ["eng", "deu+eng", "chi_sim"] {
+            let parsed = OcrLanguages::parse(asked).expect(asked);
+            assert!(parsed.within(&installed).is_ok(), "{asked}");
+        }
+        let missing = OcrLanguages::parse("eng+fra")
+            .expect("valid")
+            .within(&installed)
+            .expect_err("fra is not installed");
+        assert!(
+            missing.reason.contains("fra not available"),
+            "{}",
+            missing.reason
+        );
+        let too_many = vec!["eng"; OcrLanguages::MAX_CODES + 1].join("+");
+        for bad in [
+            "",
+            "eng+",
+            "ENG",
+            "eng deu",
+            "eng;rm",
+            "../x",
+            too_many.as_str(),
+        ] {
+            assert!(OcrLanguages::parse(bad).is_err(), "{bad:?} accepted");
+        }
     }
 }

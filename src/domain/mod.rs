@@ -11,7 +11,8 @@ mod user;
 pub use document::{DocumentId, Filename};
 pub use email::{Email, PATTERN as EMAIL_PATTERN};
 pub use job::{
-    FailureReason, IdempotencyKey, JobEventKind, JobId, JobStatus, OcrMode, Priority, RunId,
+    FailureReason, IdempotencyKey, JobEventKind, JobId, JobStatus, OcrLanguages, OcrMode, Priority,
+    RunId,
 };
 pub use password::Password;
 pub use user::{Role, UserId};

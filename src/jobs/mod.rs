@@ -22,7 +22,8 @@ use crate::{
         processing_results::ProcessingResult,
     },
     domain::{
-        DocumentId, FailureReason, IdempotencyKey, JobId, JobStatus, OcrMode, Priority, UserId,
+        DocumentId, FailureReason, IdempotencyKey, InvalidInput, JobId, JobStatus, OcrLanguages,
+        OcrMode, Priority, UserId,
     },
     live::Publisher,
 };
@@ -63,6 +64,8 @@ pub struct JobService {
     creator: creator::Creator,
     max_attempts: i32,
     idempotency_ttl: Duration,
+    /// What OCR can read here: a job may ask for these, no others.
+    ocr_languages: OcrLanguages,
     publisher: Publisher,
 }
 
@@ -71,6 +74,7 @@ impl JobService {
         db: PgPool,
         max_attempts: u32,
         idempotency_ttl: Duration,
+        ocr_languages: OcrLanguages,
         publisher: Publisher,
     ) -> Self {
         Self {
@@ -78,8 +82,15 @@ impl JobService {
             db,
             max_attempts: i32::try_from(max_attempts).unwrap_or(i32::MAX),
             idempotency_ttl,
+            ocr_languages,
             publisher,
         }
+    }
+
+    /// The OCR languages a new job asks for, when this server can read
+    /// them all.
+    pub fn ocr_languages(&self, raw: &str) -> Result<OcrLanguages, InvalidInput> {
+        OcrLanguages::parse(raw)?.within(&self.ocr_languages)
     }
 
     /// Creates a job for the owner's document, or returns the job an
@@ -104,6 +115,7 @@ impl JobService {
             document_id,
             priority: options.priority,
             ocr: options.ocr,
+            ocr_languages: options.ocr_languages.map(|l| l.as_str().to_owned()),
             max_attempts: self.max_attempts,
             idempotency_key: key.map(str::to_owned),
             idempotency_expires_at: expires_at,
@@ -262,6 +274,8 @@ pub struct NewJobOptions<'a> {
     pub idempotency_key: Option<&'a IdempotencyKey>,
     pub priority: Priority,
     pub ocr: OcrMode,
+    /// `None`: the server's OCR_LANGUAGES.
+    pub ocr_languages: Option<&'a OcrLanguages>,
     /// The creating request's trace context, which the run continues.
     pub traceparent: Option<&'a str>,
 }

@@ -88,7 +88,7 @@ impl WorkerSetup {
             },
             ocr: OcrSettings {
                 enabled: config.tesseract_enabled,
-                languages: config.ocr_languages.clone(),
+                languages: config.ocr_languages.as_str().to_owned(),
                 timeout: config.ocr_timeout,
                 max_pages: config.ocr_max_pages,
             },

@@ -170,7 +170,10 @@ impl Runner {
         let ocr = strategy
             .filter(|_| self.ocr.enabled)
             .map(|strategy| OcrRequest {
-                language: self.ocr.languages.clone(),
+                language: claimed
+                    .ocr_languages
+                    .clone()
+                    .unwrap_or_else(|| self.ocr.languages.clone()),
                 timeout_secs: self.ocr.timeout.as_secs(),
                 strategy,
                 max_pages: self.ocr.max_pages,

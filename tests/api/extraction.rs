@@ -255,3 +255,51 @@ async fn a_job_chooses_which_pages_ocr_reads(db: PgPool) {
     )
     .await;
 }
+
+#[sqlx::test]
+async fn a_job_chooses_its_ocr_languages_among_the_installed_ones(db: PgPool) {
+    let app = TestApp::spawn_with(db, &[("OCR_LANGUAGES", "eng")]).await;
+    app.start_worker();
+    let tokens = app.signed_in("languages@example.com").await;
+    let scan = scanned_pdf(&[scanned_page(150, false)], 150);
+    let scan = upload_id(&app, &tokens, scan, "scan.pdf", "application/pdf").await;
+    let post = |body: Value| {
+        app.client
+            .post(app.url("/api/v1/jobs"))
+            .bearer_auth(&tokens.access)
+            .json(&body)
+            .send()
+    };
+
+    let response = post(serde_json::json!({ "document_id": scan, "ocr_languages": "eng" }))
+        .await
+        .expect("request");
+    assert_eq!(response.status(), reqwest::StatusCode::CREATED);
+    let job: Value = response.json().await.expect("json");
+    assert_eq!(job["ocr_languages"], "eng");
+    let id = job["id"].as_str().expect("id").to_owned();
+    let done = wait_for_job(&app, &tokens, &id, Duration::from_secs(120), is_terminal).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert_eq!(done["result"]["result"]["ocr"]["language"], "eng", "{done}");
+    let text = done["result"]["result"]["text"].as_str().expect("text");
+    assert!(text.to_lowercase().contains("hello"), "{text}");
+
+    // A language this server cannot read, and a code that is not one.
+    for (languages, says) in [("eng+deu", "deu not available"), ("eng;rm", "expected")] {
+        let response = post(serde_json::json!({ "document_id": scan, "ocr_languages": languages }))
+            .await
+            .expect("request");
+        let body = assert_error(
+            response,
+            reqwest::StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_error",
+        )
+        .await;
+        let message = body["error"]["message"].as_str().expect("message");
+        assert!(message.contains(says), "{languages}: {message}");
+    }
+    // Without it, a job reads with the server's languages.
+    let done = run_job(&app, &tokens, &scan, Duration::from_secs(120)).await;
+    assert_eq!(done["ocr_languages"], Value::Null);
+    assert_eq!(done["result"]["result"]["ocr"]["language"], "eng", "{done}");
+}

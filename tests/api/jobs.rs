@@ -291,6 +291,7 @@ async fn a_job_is_queued_by_one_statement_that_wakes_workers(db: PgPool) {
         document_id: docflow::domain::DocumentId(doc.parse().expect("uuid")),
         priority: docflow::domain::Priority::default(),
         ocr: docflow::domain::OcrMode::Auto,
+        ocr_languages: None,
         max_attempts: 3,
         idempotency_key: None,
         idempotency_expires_at: None,

@@ -29,6 +29,7 @@ pub struct Job {
     pub status: JobStatus,
     pub priority: i16,
     pub ocr: OcrMode,
+    pub ocr_languages: Option<String>,
     pub attempts: i32,
     pub max_attempts: i32,
     pub last_error: Option<String>,
@@ -49,7 +50,8 @@ macro_rules! select_job {
             Job,
             r#"SELECT id AS "id: JobId", owner_id AS "owner_id: UserId",
                       document_id AS "document_id: DocumentId", status AS "status: JobStatus",
-                      priority, ocr AS "ocr: OcrMode", attempts, max_attempts, last_error,
+                      priority, ocr AS "ocr: OcrMode", ocr_languages, attempts, max_attempts,
+                      last_error,
                       traceparent,
                       run_id AS "run_id: RunId", run_at, created_at, updated_at, started_at,
                       completed_at
@@ -65,6 +67,7 @@ pub struct NewJob {
     pub document_id: DocumentId,
     pub priority: Priority,
     pub ocr: OcrMode,
+    pub ocr_languages: Option<String>,
     pub max_attempts: i32,
     pub idempotency_key: Option<String>,
     pub idempotency_expires_at: Option<DateTime<Utc>>,
@@ -101,6 +104,7 @@ pub async fn insert_many(
     let documents: Vec<Uuid> = jobs.iter().map(|j| j.document_id.0).collect();
     let priorities: Vec<i16> = jobs.iter().map(|j| j.priority.get()).collect();
     let ocr: Vec<&str> = jobs.iter().map(|j| j.ocr.as_str()).collect();
+    let languages: Vec<Option<String>> = jobs.iter().map(|j| j.ocr_languages.clone()).collect();
     let max_attempts: Vec<i32> = jobs.iter().map(|j| j.max_attempts).collect();
     let keys: Vec<Option<String>> = jobs.iter().map(|j| j.idempotency_key.clone()).collect();
     let expiries: Vec<Option<DateTime<Utc>>> =
@@ -109,9 +113,10 @@ pub async fn insert_many(
     let rows = sqlx::query!(
         r#"WITH input AS (
                SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::smallint[], $5::int[],
-                                    $6::text[], $7::timestamptz[], $8::text[], $9::text[])
+                                    $6::text[], $7::timestamptz[], $8::text[], $9::text[],
+                                    $10::text[])
                    AS t(id, owner_id, document_id, priority, max_attempts, idempotency_key,
-                        idempotency_expires_at, traceparent, ocr)
+                        idempotency_expires_at, traceparent, ocr, ocr_languages)
            ), owned AS (
                SELECT i.* FROM input i
                WHERE EXISTS (SELECT 1 FROM documents d
@@ -119,9 +124,9 @@ pub async fn insert_many(
            ), job AS (
                INSERT INTO jobs (id, owner_id, document_id, status, priority, max_attempts,
                                  idempotency_key, idempotency_expires_at, traceparent, ocr,
-                                 event_seq)
+                                 ocr_languages, event_seq)
                SELECT id, owner_id, document_id, 'queued', priority, max_attempts,
-                      idempotency_key, idempotency_expires_at, traceparent, ocr, 1
+                      idempotency_key, idempotency_expires_at, traceparent, ocr, ocr_languages, 1
                FROM owned
                ON CONFLICT (owner_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
                RETURNING id, owner_id, created_at
@@ -146,6 +151,7 @@ pub async fn insert_many(
         &expiries as &[Option<DateTime<Utc>>],
         &traces as &[Option<String>],
         &ocr as &[&str],
+        &languages as &[Option<String>],
     )
     .fetch_all(db)
     .await?;
@@ -165,6 +171,7 @@ pub async fn insert_many(
                     status: JobStatus::Queued,
                     priority: new.priority.get(),
                     ocr: new.ocr,
+                    ocr_languages: new.ocr_languages.clone(),
                     attempts: 0,
                     max_attempts: new.max_attempts,
                     last_error: None,

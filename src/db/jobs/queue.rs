@@ -26,6 +26,8 @@ pub struct Claimed {
     pub max_attempts: i32,
     pub traceparent: Option<String>,
     pub ocr: OcrMode,
+    /// `None`: the server's OCR_LANGUAGES.
+    pub ocr_languages: Option<String>,
     pub storage_key: String,
     pub content_type: String,
 }
@@ -141,7 +143,7 @@ pub async fn claim(
                       attempts = j.attempts + 1, claimed_at = now(), updated_at = now()
                WHERE j.id = ANY (ARRAY(SELECT id FROM chosen))
                RETURNING j.id, j.run_id, j.owner_id, j.document_id, j.attempts, j.max_attempts,
-                         j.traceparent, j.ocr
+                         j.traceparent, j.ocr, j.ocr_languages
            ),
            load AS (
                INSERT INTO queue_owner_load (owner_id, counter, leases)
@@ -152,7 +154,7 @@ pub async fn claim(
            SELECT c.id AS "id!: JobId", c.run_id AS "run_id!: RunId",
                   c.owner_id AS "owner_id!: UserId", c.document_id AS "document_id!: DocumentId",
                   c.attempts AS "attempts!", c.max_attempts AS "max_attempts!", c.traceparent,
-                  c.ocr AS "ocr!: OcrMode", d.storage_key, d.content_type
+                  c.ocr AS "ocr!: OcrMode", c.ocr_languages, d.storage_key, d.content_type
            FROM claimed c
            CROSS JOIN LATERAL (SELECT storage_key, content_type FROM documents
                                WHERE id = c.document_id) AS d"#,
@@ -174,6 +176,7 @@ pub async fn claim(
             max_attempts: r.max_attempts,
             traceparent: r.traceparent,
             ocr: r.ocr,
+            ocr_languages: r.ocr_languages,
             storage_key: r.storage_key,
             content_type: r.content_type,
         })

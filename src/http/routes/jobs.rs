@@ -88,6 +88,11 @@ pub struct CreateJob {
     /// every page.
     #[serde(default)]
     pub ocr: OcrMode,
+    /// The languages OCR reads, as tesseract codes joined by `+`
+    /// (`eng+deu`); each must be among the server's OCR_LANGUAGES. Absent:
+    /// all of those.
+    #[schemars(regex(pattern = crate::domain::OcrLanguages::PATTERN))]
+    pub ocr_languages: Option<String>,
 }
 
 /// An optional JSON integer, written either way JSON Schema counts as one:
@@ -138,6 +143,8 @@ pub struct JobOut {
     pub priority: i16,
     /// Which PDF pages the job reads by OCR.
     pub ocr: OcrMode,
+    /// The languages its OCR reads; `null`: the server's OCR_LANGUAGES.
+    pub ocr_languages: Option<String>,
     pub attempts: i32,
     pub max_attempts: i32,
     pub last_error: Option<String>,
@@ -158,6 +165,7 @@ impl From<Job> for JobOut {
             status: job.status,
             priority: job.priority,
             ocr: job.ocr,
+            ocr_languages: job.ocr_languages,
             attempts: job.attempts,
             max_attempts: job.max_attempts,
             last_error: job.last_error,
@@ -192,6 +200,11 @@ async fn create_job(
         .map(Priority::parse)
         .transpose()?
         .unwrap_or_default();
+    let ocr_languages = body
+        .ocr_languages
+        .as_deref()
+        .map(|raw| state.jobs.ocr_languages(raw))
+        .transpose()?;
     // This request's span (which continues the caller's trace, if any):
     // the worker parents its run on it.
     let traceparent = crate::telemetry::current_traceparent();
@@ -199,6 +212,7 @@ async fn create_job(
         idempotency_key: key.as_ref(),
         priority,
         ocr: body.ocr,
+        ocr_languages: ocr_languages.as_ref(),
         traceparent: traceparent.as_deref(),
     };
     let (job, creation) = state
