@@ -221,6 +221,42 @@ async fn a_user_holds_at_most_their_share_of_streams(db: PgPool) {
     }
 }
 
+/// However many users, one process holds at most SSE_MAX_STREAMS streams;
+/// past it, 429 `too_many_streams`, and a closed stream frees its place.
+#[sqlx::test]
+async fn the_process_holds_at_most_its_share_of_streams(db: PgPool) {
+    let app = TestApp::spawn_with(db, &[("SSE_MAX_STREAMS", "2")]).await;
+    let mut open = Vec::new();
+    for user in ["first@example.com", "second@example.com"] {
+        let tokens = app.signed_in(user).await;
+        let document = upload_text(&app, &tokens, "Watched.").await;
+        let job = create_job(&app.base, &tokens, &document).await;
+        let response = open_stream(&app.base, &tokens, &job, None).await;
+        assert_eq!(response.status(), StatusCode::OK, "{user}");
+        open.push(response);
+    }
+    let third = app.signed_in("third@example.com").await;
+    let document = upload_text(&app, &third, "Mine too.").await;
+    let job = create_job(&app.base, &third, &document).await;
+    let refused = open_stream(&app.base, &third, &job, None).await;
+    assert!(refused.headers().contains_key("retry-after"));
+    crate::helpers::assert_error(refused, StatusCode::TOO_MANY_REQUESTS, "too_many_streams").await;
+
+    drop(open.pop());
+    let deadline = Instant::now() + WITHIN;
+    loop {
+        let response = open_stream(&app.base, &third, &job, None).await;
+        if response.status() == StatusCode::OK {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "a closed stream gives its place back"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[sqlx::test]
 async fn resuming_with_last_event_id_sends_exactly_the_missing_events(db: PgPool) {
     let app = TestApp::spawn(db).await;
