@@ -207,11 +207,17 @@ async fn a_user_holds_at_most_their_share_of_streams(db: PgPool) {
     );
 
     drop(open.pop());
+    stream_opens_again(&app, &tokens, &job).await;
+}
+
+/// Waits (up to `WITHIN`) until the job's stream opens again: a closed
+/// stream gives its place back once the server sees it close.
+async fn stream_opens_again(app: &TestApp, tokens: &Tokens, job: &str) {
     let deadline = Instant::now() + WITHIN;
     loop {
-        let response = open_stream(&app.base, &tokens, &job, None).await;
+        let response = open_stream(&app.base, tokens, job, None).await;
         if response.status() == StatusCode::OK {
-            break;
+            return;
         }
         assert!(
             Instant::now() < deadline,
@@ -243,18 +249,7 @@ async fn the_process_holds_at_most_its_share_of_streams(db: PgPool) {
     crate::helpers::assert_error(refused, StatusCode::TOO_MANY_REQUESTS, "too_many_streams").await;
 
     drop(open.pop());
-    let deadline = Instant::now() + WITHIN;
-    loop {
-        let response = open_stream(&app.base, &third, &job, None).await;
-        if response.status() == StatusCode::OK {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "a closed stream gives its place back"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    stream_opens_again(&app, &third, &job).await;
 }
 
 #[sqlx::test]

@@ -1260,6 +1260,17 @@ mod tests {
         (doc, page)
     }
 
+    /// Changes the font `page_with` shows its text in.
+    fn edit_font(doc: &mut Document, edit: impl Fn(&mut Dictionary)) {
+        for object in doc.objects.values_mut() {
+            if let Object::Dictionary(dict) = object
+                && dict.has_type(b"Font")
+            {
+                edit(dict);
+            }
+        }
+    }
+
     fn op(operator: &str, operands: Vec<Object>) -> Operation {
         Operation::new(operator, operands)
     }
@@ -1451,14 +1462,10 @@ mod tests {
             op("Tj", vec![text("it")]),
             op("ET", vec![]),
         ]);
-        for object in doc.objects.values_mut() {
-            if let Object::Dictionary(dict) = object
-                && dict.has_type(b"Font")
-            {
-                dict.remove(b"Widths");
-                dict.remove(b"FirstChar");
-            }
-        }
+        edit_font(&mut doc, |font| {
+            font.remove(b"Widths");
+            font.remove(b"FirstChar");
+        });
         assert_eq!(page_text(&doc, page, 1 << 20).expect("text"), "fill it");
     }
 
@@ -1474,21 +1481,17 @@ mod tests {
             ),
             op("ET", vec![]),
         ]);
-        for object in doc.objects.values_mut() {
-            if let Object::Dictionary(dict) = object
-                && dict.has_type(b"Font")
-            {
-                dict.set(
-                    "Encoding",
-                    dictionary! {
-                        "BaseEncoding" => "WinAnsiEncoding",
-                        "Differences" => vec![
-                            1.into(), "uniFB01".into(), "g123".into(), "Aacute".into(),
-                        ],
-                    },
-                );
-            }
-        }
+        edit_font(&mut doc, |font| {
+            font.set(
+                "Encoding",
+                dictionary! {
+                    "BaseEncoding" => "WinAnsiEncoding",
+                    "Differences" => vec![
+                        1.into(), "uniFB01".into(), "g123".into(), "Aacute".into(),
+                    ],
+                },
+            );
+        });
         assert_eq!(
             page_text(&doc, page, 1 << 20).expect("text"),
             "di\u{fb01}cult \u{c1}"
