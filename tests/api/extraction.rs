@@ -303,3 +303,26 @@ async fn a_job_chooses_its_ocr_languages_among_the_installed_ones(db: PgPool) {
     assert_eq!(done["ocr_languages"], Value::Null);
     assert_eq!(done["result"]["result"]["ocr"]["language"], "eng", "{done}");
 }
+
+#[sqlx::test]
+async fn ocr_reads_at_most_ocr_max_pages_of_a_document(db: PgPool) {
+    let app = TestApp::spawn_with(db, &[("OCR_MAX_PAGES", "1")]).await;
+    app.start_worker();
+    let tokens = app.signed_in("long-scan@example.com").await;
+    let scan = scanned_pdf(&[scanned_page(150, false), scanned_page(150, false)], 150);
+    let id = upload_id(&app, &tokens, scan, "scan.pdf", "application/pdf").await;
+    let done = run_job(&app, &tokens, &id, Duration::from_secs(120)).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    let result = &done["result"]["result"];
+    // The first page read, the second counted as skipped, not silently
+    // empty.
+    assert_eq!(result["ocr_page_count"], 1, "{result}");
+    assert_eq!(result["ocr_pages_skipped"], 1, "{result}");
+    assert_eq!(result["pages"][0]["source"], "ocr", "{result}");
+    assert_eq!(result["pages"][1]["source"], "text", "{result}");
+    assert_eq!(
+        result["pages_without_text"],
+        serde_json::json!([2]),
+        "{result}"
+    );
+}
