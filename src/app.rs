@@ -243,6 +243,17 @@ pub async fn create_user(
     ))
 }
 
+/// Copies the original (Python) DocFlow's data in (migrations first, so
+/// the schema it writes to is this release's).
+pub async fn import_original(
+    config: Config,
+    source: crate::import_original::Source,
+) -> anyhow::Result<String> {
+    let db = db::connect_lazy(&config).context("DATABASE_URL: invalid")?;
+    db::migrate(&db).await.context("running migrations")?;
+    crate::import_original::run(&config, &db, source).await
+}
+
 /// Makes an existing account an admin: the only way to get one.
 pub async fn promote_user(config: Config, email: &str) -> anyhow::Result<String> {
     let email = Email::parse(email).map_err(|e| anyhow::anyhow!("{e}"))?;

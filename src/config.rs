@@ -477,7 +477,26 @@ fn storage_from_env(env: &Env<'_>) -> Result<StorageConfig, ConfigError> {
     let raw = env
         .optional("STORAGE_URL")
         .unwrap_or_else(|| "./data".to_owned());
-    let invalid = |reason: String| ConfigError::new("STORAGE_URL", reason);
+    storage_at(&raw, "STORAGE_URL", env)
+}
+
+impl StorageConfig {
+    /// Storage at `url` (a STORAGE_URL: a path, file:///PATH or s3://BUCKET,
+    /// the bucket reached with this process's S3 settings); `setting` names
+    /// where the URL came from in errors.
+    pub fn at(url: &str, setting: &'static str) -> Result<Self, ConfigError> {
+        let lookup = |var: &str| std::env::var(var).ok();
+        storage_at(url, setting, &Env { lookup: &lookup })
+    }
+}
+
+fn storage_at(
+    raw: &str,
+    setting: &'static str,
+    env: &Env<'_>,
+) -> Result<StorageConfig, ConfigError> {
+    let raw = raw.to_owned();
+    let invalid = |reason: String| ConfigError::new(setting, reason);
 
     if let Some(bucket) = raw.strip_prefix("s3://") {
         let bucket = bucket.trim_end_matches('/');

@@ -14,6 +14,7 @@ pub mod documents;
 pub mod domain;
 pub mod ephemeral;
 pub mod http;
+pub mod import_original;
 pub mod jobs;
 pub mod live;
 pub mod metrics;

@@ -56,6 +56,20 @@ enum Command {
         #[arg(long, hide = true, requires = "serve")]
         parent_pid: Option<u32>,
     },
+    /// Copy the original (Python) DocFlow's accounts, documents, jobs and
+    /// dead letters into this database, and its objects into this storage
+    /// (docs/migrating.md). Safe to run again: what is here stays.
+    ImportOriginal {
+        /// The original's database URL (postgres:// or postgresql+psycopg://).
+        #[arg(long)]
+        from_database: String,
+        /// Where the original's objects are, as a STORAGE_URL (a directory,
+        /// or s3://BUCKET reached with this process's S3 settings). Omit it
+        /// when this DocFlow uses the original's bucket: objects are then
+        /// only checked.
+        #[arg(long)]
+        from_storage: Option<String>,
+    },
     /// Manage accounts.
     User {
         #[command(subcommand)]
@@ -136,6 +150,18 @@ fn main() -> ExitCode {
             Command::AllInOne => app::run_all_in_one(config).await.map(|()| None),
             Command::Migrate => app::run_migrate(config).await.map(|()| None),
             Command::Extract { .. } => unreachable!("handled before configuration is loaded"),
+            Command::ImportOriginal {
+                from_database,
+                from_storage,
+            } => app::import_original(
+                config,
+                docflow::import_original::Source {
+                    database_url: from_database,
+                    storage_url: from_storage,
+                },
+            )
+            .await
+            .map(Some),
             Command::User { command } => match command {
                 UserCommand::Create { email, admin } => {
                     let password = read_password()?;

@@ -144,6 +144,15 @@ impl Storage {
         self.store.get(&Path::from(key)).await
     }
 
+    /// Whether `key` is stored.
+    pub async fn exists(&self, key: &str) -> Result<bool, object_store::Error> {
+        match self.store.head(&Path::from(key)).await {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(err) => Err(err),
+        }
+    }
+
     /// Deletes `key`; deleting what is already gone is not an error.
     pub async fn delete(&self, key: &str) -> Result<(), object_store::Error> {
         match self.store.delete(&Path::from(key)).await {

@@ -135,7 +135,26 @@ fn hash_blocking(
     .to_string())
 }
 
+/// A bcrypt hash (`$2a$`, `$2b$`, `$2y$`), as the original DocFlow and most
+/// Python stacks (passlib) store them. Accounts imported from it keep their
+/// passwords: such a hash is verified once and replaced by an Argon2id one
+/// at the next successful login (`needs_rehash`).
+fn is_bcrypt(hash: &str) -> bool {
+    ["$2a$", "$2b$", "$2y$"]
+        .iter()
+        .any(|prefix| hash.starts_with(prefix))
+}
+
+/// Whether a stored hash should be replaced by one of ours once the
+/// password is known to be right.
+pub fn needs_rehash(hash: &str) -> bool {
+    is_bcrypt(hash)
+}
+
 fn verify_blocking(password: &str, hash: &str, memory: &mut Vec<Block>) -> bool {
+    if is_bcrypt(hash) {
+        return bcrypt::verify(password, hash).unwrap_or(false);
+    }
     let Ok(parsed) = PasswordHash::new(hash) else {
         return false;
     };
@@ -208,6 +227,27 @@ mod tests {
                 .expect("verify")
         );
         assert!(!verify("supersecret1".into(), None).await.expect("verify"));
+    }
+
+    /// A bcrypt hash from the original (Python) DocFlow verifies, and asks
+    /// to be replaced; ours do not.
+    #[tokio::test]
+    async fn bcrypt_hashes_of_imported_accounts_verify() {
+        // A $2b$ hash of "original-password" at cost 4 (made by glibc's crypt).
+        let legacy = "$2b$04$ZH5KIfxQjs429KoOy9DrVeXRP7C8vkZozvBxErn8eI9TD3983w.te";
+        assert!(needs_rehash(legacy));
+        assert!(
+            verify("original-password".into(), Some(legacy.into()))
+                .await
+                .expect("verify")
+        );
+        assert!(
+            !verify("original-passw0rd".into(), Some(legacy.into()))
+                .await
+                .expect("verify")
+        );
+        let ours = hash("original-password".into()).await.expect("hash");
+        assert!(!needs_rehash(&ours));
     }
 
     /// Hashes written before this module reused its memory (by

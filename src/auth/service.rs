@@ -136,10 +136,20 @@ impl AuthService {
             Some(found) => (Some(found.user.id), Some(found.password_hash)),
             None => (None, None),
         };
+        let rehash = hash
+            .as_deref()
+            .is_some_and(passwords::needs_rehash)
+            .then(|| password.clone());
         let matches = passwords::verify(password, hash).await?;
         let user_id = user_id
             .filter(|_| matches)
             .ok_or(AuthError::InvalidCredentials)?;
+        if let Some(password) = rehash {
+            // An imported (bcrypt) hash: store ours now that the password
+            // is known, so the weaker one is verified only once.
+            let ours = passwords::hash(password).await?;
+            db::users::set_password_hash(&self.db, user_id, &ours).await?;
+        }
 
         let now = Utc::now();
         let family_id = Uuid::new_v4();

@@ -47,16 +47,28 @@ pub fn resolve(
             Some(format!("s3://{bucket}"))
         }
         // SQLAlchemy URLs name their driver: postgresql+psycopg://…
-        "DATABASE_URL" => own.map(|url| match url.split_once("://") {
-            Some((scheme, rest)) if scheme.starts_with("postgresql+") => {
+        "DATABASE_URL" => own.map(|url| match postgres_url(&url) {
+            Some(read) => {
+                let scheme = url.split_once("://").map_or("", |(scheme, _)| scheme);
                 notes.push(Note::Mapped(format!(
                     "DATABASE_URL: the SQLAlchemy scheme {scheme}:// read as postgres://"
                 )));
-                format!("postgres://{rest}")
+                read
             }
-            _ => url,
+            None => url,
         }),
         _ => own,
+    }
+}
+
+/// A SQLAlchemy URL (`postgresql+psycopg://…`) as a plain `postgres://` one;
+/// `None` when it names no driver.
+pub fn postgres_url(url: &str) -> Option<String> {
+    match url.split_once("://") {
+        Some((scheme, rest)) if scheme.starts_with("postgresql+") => {
+            Some(format!("postgres://{rest}"))
+        }
+        _ => None,
     }
 }
 

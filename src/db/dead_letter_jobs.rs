@@ -86,3 +86,25 @@ pub async fn depth(db: impl PgExecutor<'_>) -> Result<i64, sqlx::Error> {
         .fetch_one(db)
         .await
 }
+
+/// Adds dead letters imported from the original DocFlow (`rows`: a JSON
+/// array of `{job_id, reason, error, attempts, failed_at}`) for imported
+/// jobs that are failed here; a reason this schema does not know becomes
+/// `unhandled`. Returns how many were added.
+pub async fn import(db: impl PgExecutor<'_>, rows: &serde_json::Value) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query!(
+        r#"INSERT INTO dead_letter_jobs (job_id, reason, error, attempts, failed_at)
+           SELECT r.job_id,
+                  CASE WHEN r.reason IN ('permanent', 'transient_exhausted', 'timeout', 'unhandled')
+                       THEN r.reason ELSE 'unhandled' END,
+                  coalesce(r.error, ''), coalesce(r.attempts, 0), coalesce(r.failed_at, now())
+           FROM jsonb_to_recordset($1)
+                AS r(job_id uuid, reason text, error text, attempts integer, failed_at timestamptz)
+           WHERE EXISTS (SELECT 1 FROM jobs j WHERE j.id = r.job_id AND j.status = 'failed')
+           ON CONFLICT DO NOTHING"#,
+        rows,
+    )
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected())
+}

@@ -144,3 +144,43 @@ pub async fn delete_owned(
     .fetch_optional(db)
     .await
 }
+
+/// Adds documents imported from the original DocFlow (`rows`: a JSON array
+/// of `{id, owner_id, filename, content_type, size_bytes, sha256,
+/// storage_key, created_at}`), keeping their storage keys. Rows whose owner
+/// was not imported, or that break this schema's rules (empty files, a
+/// malformed hash), are skipped, as are ids already here. Returns how many
+/// were added.
+pub async fn import(db: impl PgExecutor<'_>, rows: &serde_json::Value) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query!(
+        r#"INSERT INTO documents (id, owner_id, filename, content_type, size_bytes, sha256, storage_key, created_at)
+           SELECT r.id, r.owner_id, coalesce(nullif(left(btrim(r.filename), 255), ''), 'document'),
+                  r.content_type, r.size_bytes, lower(r.sha256), r.storage_key, r.created_at
+           FROM jsonb_to_recordset($1)
+                AS r(id uuid, owner_id uuid, filename text, content_type text, size_bytes bigint,
+                     sha256 text, storage_key text, created_at timestamptz)
+           WHERE r.size_bytes > 0 AND lower(r.sha256) ~ '^[0-9a-f]{64}$'
+             AND EXISTS (SELECT 1 FROM users u WHERE u.id = r.owner_id)
+           ON CONFLICT DO NOTHING"#,
+        rows,
+    )
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// Those of these documents that exist (any owner: for the importer).
+pub async fn any_of(
+    db: impl PgExecutor<'_>,
+    ids: &[uuid::Uuid],
+) -> Result<Vec<Document>, sqlx::Error> {
+    sqlx::query_as!(
+        Document,
+        r#"SELECT id AS "id: DocumentId", owner_id AS "owner_id: UserId", filename,
+                  content_type, size_bytes, sha256, storage_key, created_at
+           FROM documents WHERE id = ANY($1)"#,
+        ids,
+    )
+    .fetch_all(db)
+    .await
+}

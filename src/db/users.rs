@@ -104,6 +104,22 @@ pub async fn find_credentials(
     }))
 }
 
+/// Replaces an account's password hash (an imported one, upgraded at login).
+pub async fn set_password_hash(
+    db: impl PgExecutor<'_>,
+    id: UserId,
+    password_hash: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "UPDATE users SET password_hash = $2 WHERE id = $1",
+        id.0,
+        password_hash,
+    )
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
 /// Returns the updated user, or `None` when no account has that email.
 pub async fn set_role(
     db: impl PgExecutor<'_>,
@@ -121,4 +137,22 @@ pub async fn set_role(
     .await?
     .map(User::try_from)
     .transpose()
+}
+
+/// Adds accounts imported from the original DocFlow (`rows`: a JSON array
+/// of `{id, email, password_hash, role, created_at}`); an id or email that
+/// exists already is left as it is. Returns how many were added.
+pub async fn import(db: impl PgExecutor<'_>, rows: &serde_json::Value) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query!(
+        r#"INSERT INTO users (id, email, password_hash, role, created_at)
+           SELECT r.id, lower(btrim(r.email)), r.password_hash, r.role, r.created_at
+           FROM jsonb_to_recordset($1)
+                AS r(id uuid, email text, password_hash text, role text, created_at timestamptz)
+           WHERE r.role IN ('user', 'admin') AND btrim(r.email) <> ''
+           ON CONFLICT DO NOTHING"#,
+        rows,
+    )
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected())
 }

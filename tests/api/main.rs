@@ -10,6 +10,7 @@ mod documents;
 mod extraction;
 mod hardening;
 mod http_conventions;
+mod import_original;
 mod jobs;
 mod live;
 mod observability;

@@ -442,3 +442,66 @@ pub async fn queue_stats(db: impl PgExecutor<'_>) -> Result<QueueStats, sqlx::Er
         dead_letters: row.dead_letters,
     })
 }
+
+/// Adds jobs imported from the original DocFlow (`rows`: a JSON array of
+/// `{id, owner_id, document_id, status, attempts, max_attempts, last_error,
+/// idempotency_key, created_at, updated_at, completed_at}`), each with the
+/// history it can honestly have here: a `failed` job stays failed (events
+/// `queued`, `failed`); every other one is queued to run here (event
+/// `queued`), since a result of the original is not in this API's shape and
+/// a job it left `queued` or `processing` never finished. Idempotency keys
+/// keep working for `idempotency_ttl_secs` after the job's creation. Jobs
+/// whose document was not imported are skipped, as are ids already here.
+/// Returns how many were added.
+pub async fn import(
+    db: impl PgExecutor<'_>,
+    rows: &serde_json::Value,
+    idempotency_ttl_secs: f64,
+) -> Result<i64, sqlx::Error> {
+    let added = sqlx::query_scalar!(
+        r#"WITH incoming AS (
+               SELECT r.*, r.status = 'failed' AS failed,
+                      nullif(left(r.idempotency_key, 255), '') AS key
+               FROM jsonb_to_recordset($1)
+                    AS r(id uuid, owner_id uuid, document_id uuid, status text, attempts integer,
+                         max_attempts integer, last_error text, idempotency_key text,
+                         created_at timestamptz, updated_at timestamptz, completed_at timestamptz)
+               WHERE EXISTS (SELECT 1 FROM documents d
+                             WHERE d.id = r.document_id AND d.owner_id = r.owner_id)
+           ), added AS (
+               INSERT INTO jobs (id, owner_id, document_id, status, attempts, max_attempts,
+                                 last_error, idempotency_key, idempotency_expires_at,
+                                 created_at, updated_at, completed_at, event_seq)
+               SELECT i.id, i.owner_id, i.document_id,
+                      CASE WHEN i.failed THEN 'failed' ELSE 'queued' END,
+                      CASE WHEN i.failed THEN greatest(i.attempts, 0) ELSE 0 END,
+                      greatest(i.max_attempts, 1),
+                      CASE WHEN i.failed
+                           THEN coalesce(i.last_error, 'failed in the original DocFlow') END,
+                      i.key,
+                      CASE WHEN i.key IS NOT NULL
+                           THEN i.created_at + make_interval(secs => $2) END,
+                      i.created_at,
+                      CASE WHEN i.failed THEN coalesce(i.updated_at, i.created_at) ELSE now() END,
+                      CASE WHEN i.failed
+                           THEN coalesce(i.completed_at, i.updated_at, i.created_at) END,
+                      CASE WHEN i.failed THEN 2 ELSE 1 END
+               FROM incoming i
+               ON CONFLICT DO NOTHING
+               RETURNING id, status, attempts, last_error, created_at, completed_at
+           ), events AS (
+               INSERT INTO job_events (job_id, seq, status, attempts, error, created_at)
+               SELECT id, 1, 'queued', 0, NULL, created_at FROM added
+               UNION ALL
+               SELECT id, 2, 'failed', attempts, last_error, completed_at
+               FROM added WHERE status = 'failed'
+               RETURNING 1
+           )
+           SELECT count(*) AS "added!" FROM added"#,
+        rows,
+        idempotency_ttl_secs,
+    )
+    .fetch_one(db)
+    .await?;
+    Ok(added)
+}

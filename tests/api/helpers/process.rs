@@ -100,6 +100,11 @@ impl Deployment {
         command
     }
 
+    /// The deployment's storage directory (STORAGE_URL).
+    pub fn storage_root(&self) -> &std::path::Path {
+        self.storage.path()
+    }
+
     /// The directory under which the workers keep their scratch
     /// directories, one per live process.
     pub fn scratch_root(&self) -> std::path::PathBuf {
