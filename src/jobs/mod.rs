@@ -120,6 +120,7 @@ impl JobService {
             idempotency_key: key.map(str::to_owned),
             idempotency_expires_at: expires_at,
             traceparent: options.traceparent.map(str::to_owned),
+            request_id: options.request_id.map(str::to_owned),
         };
         let insert = |job: NewJob| async move {
             self.creator.create(job).await.map_err(|err| match &err {
@@ -278,6 +279,8 @@ pub struct NewJobOptions<'a> {
     pub ocr_languages: Option<&'a OcrLanguages>,
     /// The creating request's trace context, which the run continues.
     pub traceparent: Option<&'a str>,
+    /// The creating request's id, which the run's log lines carry.
+    pub request_id: Option<&'a str>,
 }
 
 /// Which page of a list: after a cursor, or (for old clients) after

@@ -11,6 +11,7 @@
 //! draining on SIGTERM therefore exits with nothing unrecorded.
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
+use tracing::Instrument;
 
 use tokio::time::Instant;
 
@@ -294,7 +295,11 @@ async fn write_with_retry(
     started: &[Started],
 ) -> Vec<crate::db::job_events::JobEvent> {
     loop {
-        match db::jobs::queue::apply(db, moves, started).await {
+        let record = tracing::info_span!("db.record_runs", runs = moves.len());
+        match db::jobs::queue::apply(db, moves, started)
+            .instrument(record)
+            .await
+        {
             Ok(events) => return events,
             Err(err) if db::is_unavailable(&err) => {
                 tracing::warn!(error = %err, runs = moves.len(), "cannot record runs yet; retrying");

@@ -15,6 +15,7 @@ use std::{
     sync::{Arc, Mutex},
     time::Duration,
 };
+use tracing::Instrument;
 
 use rand::Rng;
 use sqlx::{PgPool, postgres::PgListener};
@@ -160,17 +161,19 @@ impl Producer {
                 jobs: i32::try_from(free).unwrap_or(i32::MAX),
                 per_owner_running: self.per_owner_running,
             };
-            let claimed =
-                match db::jobs::queue::claim(&self.db, self.worker, &owners.list, limits).await {
-                    Ok(claimed) => claimed,
-                    Err(err) => {
-                        tracing::warn!(error = %err, "claiming jobs failed; retrying");
-                        tokio::select! {
-                            () = shutdown.cancelled() => return,
-                            () = tokio::time::sleep(CLAIM_RETRY) => continue,
-                        }
+            let claimed = match db::jobs::queue::claim(&self.db, self.worker, &owners.list, limits)
+                .instrument(tracing::info_span!("db.claim", free))
+                .await
+            {
+                Ok(claimed) => claimed,
+                Err(err) => {
+                    tracing::warn!(error = %err, "claiming jobs failed; retrying");
+                    tokio::select! {
+                        () = shutdown.cancelled() => return,
+                        () = tokio::time::sleep(CLAIM_RETRY) => continue,
                     }
-                };
+                }
+            };
             // Whoever went first this time goes last next time.
             owners.list.rotate_left(1);
             let got = claimed.len();

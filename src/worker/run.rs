@@ -108,7 +108,17 @@ impl Runner {
         let cancel = CancellationToken::new();
         self.lock_running().insert(claimed.id, cancel.clone());
         let job_id = claimed.id;
-        let span = tracing::info_span!("job.process", %job_id, attempts = claimed.attempts);
+        // The creating request's id goes on top of every log line of the
+        // run, as it does on the API's lines for that request.
+        let span = tracing::info_span!(
+            "job.process",
+            %job_id,
+            attempts = claimed.attempts,
+            request_id = tracing::field::Empty
+        );
+        if let Some(request_id) = &claimed.request_id {
+            span.record("request_id", request_id.as_str());
+        }
         crate::telemetry::set_parent_from(&span, claimed.traceparent.as_deref());
         let runner = Arc::clone(self);
         let outcome = guarded(
@@ -157,7 +167,9 @@ impl Runner {
                     .prefix("job-")
                     .tempfile_in(&self.scratch)
                     .map_err(|e| Failure::Transient(format!("scratch space: {e}")))?;
-                self.download(&claimed.storage_key, file.path()).await?;
+                self.download(&claimed.storage_key, file.path())
+                    .instrument(tracing::info_span!("storage.download"))
+                    .await?;
                 // Removed when the run is over.
                 _download.insert(file).path().to_path_buf()
             }
@@ -185,6 +197,7 @@ impl Runner {
                 kind,
                 ocr,
             })
+            .instrument(tracing::info_span!("extract", kind = %kind))
             .await;
         match extracted {
             Ok(json) => check_result(json),

@@ -296,6 +296,7 @@ async fn a_job_is_queued_by_one_statement_that_wakes_workers(db: PgPool) {
         idempotency_key: None,
         idempotency_expires_at: None,
         traceparent: None,
+        request_id: None,
     };
     let written = docflow::db::jobs::insert_many(&mut *tx, &[new])
         .await

@@ -203,6 +203,7 @@ async fn one_trace_runs_from_the_request_through_the_queue_to_the_worker(db: PgP
         .post(app.url("/api/v1/jobs"))
         .bearer_auth(&tokens.access)
         .header("traceparent", caller)
+        .header("x-request-id", "req-traced-1")
         .json(&json!({ "document_id": document }))
         .send()
         .await
@@ -251,4 +252,28 @@ async fn one_trace_runs_from_the_request_through_the_queue_to_the_worker(db: PgP
         "the worker's run is a child of the request that enqueued it"
     );
     assert!(worker.parent_span_is_remote, "parented across the queue");
+    // The run carries the creating request's id (the JSON log lines lift
+    // it to the top, as on the API's lines), and its extraction is a step
+    // of its own.
+    assert!(
+        worker
+            .attributes
+            .iter()
+            .any(|kv| kv.key.as_str() == "request_id" && kv.value.as_str() == "req-traced-1"),
+        "{:?}",
+        worker.attributes
+    );
+    let stored: Option<String> =
+        sqlx::query_scalar("SELECT request_id FROM jobs WHERE id = $1::uuid")
+            .bind(&job_id)
+            .fetch_one(&db)
+            .await
+            .expect("job");
+    assert_eq!(stored.as_deref(), Some("req-traced-1"));
+    assert!(
+        spans
+            .iter()
+            .any(|s| s.name == "extract" && s.parent_span_id == worker.span_context.span_id()),
+        "no extract step under the run"
+    );
 }

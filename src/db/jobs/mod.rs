@@ -72,6 +72,8 @@ pub struct NewJob {
     pub idempotency_key: Option<String>,
     pub idempotency_expires_at: Option<DateTime<Utc>>,
     pub traceparent: Option<String>,
+    /// The creating request's id, for the worker's log lines.
+    pub request_id: Option<String>,
 }
 
 /// What [`insert_many`] did with one job.
@@ -110,13 +112,14 @@ pub async fn insert_many(
     let expiries: Vec<Option<DateTime<Utc>>> =
         jobs.iter().map(|j| j.idempotency_expires_at).collect();
     let traces: Vec<Option<String>> = jobs.iter().map(|j| j.traceparent.clone()).collect();
+    let requests: Vec<Option<String>> = jobs.iter().map(|j| j.request_id.clone()).collect();
     let rows = sqlx::query!(
         r#"WITH input AS (
                SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::smallint[], $5::int[],
                                     $6::text[], $7::timestamptz[], $8::text[], $9::text[],
-                                    $10::text[])
+                                    $10::text[], $11::text[])
                    AS t(id, owner_id, document_id, priority, max_attempts, idempotency_key,
-                        idempotency_expires_at, traceparent, ocr, ocr_languages)
+                        idempotency_expires_at, traceparent, ocr, ocr_languages, request_id)
            ), owned AS (
                SELECT i.* FROM input i
                WHERE EXISTS (SELECT 1 FROM documents d
@@ -124,9 +127,10 @@ pub async fn insert_many(
            ), job AS (
                INSERT INTO jobs (id, owner_id, document_id, status, priority, max_attempts,
                                  idempotency_key, idempotency_expires_at, traceparent, ocr,
-                                 ocr_languages, event_seq)
+                                 ocr_languages, request_id, event_seq)
                SELECT id, owner_id, document_id, 'queued', priority, max_attempts,
-                      idempotency_key, idempotency_expires_at, traceparent, ocr, ocr_languages, 1
+                      idempotency_key, idempotency_expires_at, traceparent, ocr, ocr_languages,
+                      request_id, 1
                FROM owned
                ON CONFLICT (owner_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
                RETURNING id, owner_id, created_at
@@ -152,6 +156,7 @@ pub async fn insert_many(
         &traces as &[Option<String>],
         &ocr as &[&str],
         &languages as &[Option<String>],
+        &requests as &[Option<String>],
     )
     .fetch_all(db)
     .await?;

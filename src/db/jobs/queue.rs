@@ -25,6 +25,8 @@ pub struct Claimed {
     pub attempts: i32,
     pub max_attempts: i32,
     pub traceparent: Option<String>,
+    /// The id of the request that created the job.
+    pub request_id: Option<String>,
     pub ocr: OcrMode,
     /// `None`: the server's OCR_LANGUAGES.
     pub ocr_languages: Option<String>,
@@ -143,7 +145,7 @@ pub async fn claim(
                       attempts = j.attempts + 1, claimed_at = now(), updated_at = now()
                WHERE j.id = ANY (ARRAY(SELECT id FROM chosen))
                RETURNING j.id, j.run_id, j.owner_id, j.document_id, j.attempts, j.max_attempts,
-                         j.traceparent, j.ocr, j.ocr_languages
+                         j.traceparent, j.request_id, j.ocr, j.ocr_languages
            ),
            load AS (
                INSERT INTO queue_owner_load (owner_id, counter, leases)
@@ -154,7 +156,7 @@ pub async fn claim(
            SELECT c.id AS "id!: JobId", c.run_id AS "run_id!: RunId",
                   c.owner_id AS "owner_id!: UserId", c.document_id AS "document_id!: DocumentId",
                   c.attempts AS "attempts!", c.max_attempts AS "max_attempts!", c.traceparent,
-                  c.ocr AS "ocr!: OcrMode", c.ocr_languages, d.storage_key, d.content_type
+                  c.request_id, c.ocr AS "ocr!: OcrMode", c.ocr_languages, d.storage_key, d.content_type
            FROM claimed c
            CROSS JOIN LATERAL (SELECT storage_key, content_type FROM documents
                                WHERE id = c.document_id) AS d"#,
@@ -175,6 +177,7 @@ pub async fn claim(
             attempts: r.attempts,
             max_attempts: r.max_attempts,
             traceparent: r.traceparent,
+            request_id: r.request_id,
             ocr: r.ocr,
             ocr_languages: r.ocr_languages,
             storage_key: r.storage_key,

@@ -208,12 +208,14 @@ async fn create_job(
     // This request's span (which continues the caller's trace, if any):
     // the worker parents its run on it.
     let traceparent = crate::telemetry::current_traceparent();
+    let request_id = crate::http::request_id::current_request_id();
     let options = NewJobOptions {
         idempotency_key: key.as_ref(),
         priority,
         ocr: body.ocr,
         ocr_languages: ocr_languages.as_ref(),
         traceparent: traceparent.as_deref(),
+        request_id: Some(&request_id),
     };
     let (job, creation) = state
         .jobs
