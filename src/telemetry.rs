@@ -82,7 +82,17 @@ pub fn install(provider: &SdkTracerProvider, json_logs: bool) {
         let tracer = provider.tracer("docflow");
         let _ = tracing_subscriber::registry()
             .with(json_logs.then(|| JsonLines::new(std::io::stdout)))
-            .with(tracing_opentelemetry::layer().with_tracer(tracer))
+            .with(
+                tracing_opentelemetry::layer()
+                    .with_tracer(tracer)
+                    .with_filter(tracing_subscriber::filter::filter_fn(|meta| {
+                        // aide instruments how it builds the OpenAPI
+                        // document (api_route, get_with, response_with, …):
+                        // dozens of start-up spans that say nothing about
+                        // requests or jobs.
+                        !meta.target().starts_with("aide")
+                    })),
+            )
             .with(filter)
             .try_init();
     });
