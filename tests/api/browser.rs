@@ -164,6 +164,23 @@ async fn a_person_uploads_reads_downloads_and_deletes_in_a_browser(db: PgPool) {
         "{seen}"
     );
 
+    // Keyboard alone reaches uploading, the list's and a job's actions.
+    let reached = seen["keyboardReaches"].as_array().expect("keyboard");
+    for target in [
+        "file",
+        "ocr-mode",
+        "download",
+        "rerun",
+        "delete",
+        "show-result",
+        "sign-out",
+    ] {
+        assert!(
+            reached.iter().any(|r| r == target),
+            "Tab never reaches {target}: {seen}"
+        );
+    }
+
     // After a reload and in a new tab: still signed in, both listed.
     assert_eq!(seen["signInVisibleAfterReload"], false, "{seen}");
     for key in ["afterReload", "newTab"] {

@@ -237,7 +237,13 @@ async fn one_trace_runs_from_the_request_through_the_queue_to_the_worker(db: PgP
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     // Only our spans: aide's, from building the OpenAPI document, stay out.
-    let aide = ["api_route", "get_with", "post_with", "response_with", "finish_api_with"];
+    let aide = [
+        "api_route",
+        "get_with",
+        "post_with",
+        "response_with",
+        "finish_api_with",
+    ];
     assert!(
         !spans.iter().any(|s| aide.contains(&s.name.as_ref())),
         "aide's spans were exported"

@@ -62,6 +62,18 @@ try {
   seen.timelines = await page.$$eval("#documents .timeline", (items) => items.map((item) => item.textContent));
   seen.listed = await documentRows(page);
 
+  // Everything a person does is reachable with the keyboard alone.
+  await page.focus("body");
+  const reached = new Set();
+  for (let i = 0; i < 40; i += 1) {
+    await page.keyboard.press("Tab");
+    reached.add(await page.evaluate(() => {
+      const node = document.activeElement;
+      return node.id || [...node.classList].find((c) => !["secondary", "small", "danger"].includes(c)) || node.tagName;
+    }));
+  }
+  seen.keyboardReaches = [...reached];
+
   // A reload and a new tab keep the session.
   await page.reload();
   await page.waitForSelector("#work:not([hidden])");
