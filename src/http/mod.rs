@@ -110,6 +110,7 @@ pub fn router(state: AppState) -> Router {
             header::X_CONTENT_TYPE_OPTIONS,
             HeaderValue::from_static("nosniff"),
         ))
+        .layer(middleware::from_fn(serve::limit_headers))
         .layer(middleware::from_fn(request_id::propagate_request_id))
         .with_state(state)
 }

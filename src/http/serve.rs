@@ -13,7 +13,12 @@
 //!   many clients). Past either cap a connection is answered at once with
 //!   the error envelope (503 or 429, `Connection: close`) and closed;
 //! - running out of file descriptors pauses accepting briefly instead of
-//!   spinning.
+//!   spinning;
+//! - request headers are bounded twice: past [`MAX_HEADER_BYTES`] or
+//!   [`MAX_HEADERS`] the router answers 431 with the error envelope
+//!   (`limit_headers`); hyper itself stops reading at four times that
+//!   (its own bare 431, then closes), which bounds what one connection
+//!   buffers.
 
 use std::{
     collections::HashMap,
@@ -35,6 +40,12 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tower_service::Service;
 
 use crate::config::ConnectionLimits;
+
+/// A request's headers (request line included), as nginx's default
+/// `large_client_header_buffers` (4 × 8 KiB) allows.
+pub const MAX_HEADER_BYTES: usize = 32 * 1024;
+/// Header fields in one request.
+pub const MAX_HEADERS: usize = 100;
 
 /// File descriptors kept free of client connections: the database and
 /// Redis pools, storage, logs, extractor pipes.
@@ -76,7 +87,11 @@ pub async fn serve_bounded(
     let connections = TaskTracker::new();
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout);
+        .header_read_timeout(limits.header_read_timeout)
+        // Room above our limits, so that a request past them still gets
+        // parsed and answered with the envelope by `limit_headers`.
+        .max_buf_size(4 * MAX_HEADER_BYTES)
+        .max_headers(4 * MAX_HEADERS);
     let http = Arc::new(http);
     tokio::pin!(shutdown);
     loop {
@@ -260,6 +275,36 @@ impl Drop for PeerSlot {
             }
         }
     }
+}
+
+/// Answers 431 with the error envelope when a request's headers pass
+/// [`MAX_HEADER_BYTES`] or [`MAX_HEADERS`]. Runs inside the request-id
+/// layer, so the answer carries the request's id like any other error.
+pub async fn limit_headers(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let headers = request.headers();
+    let bytes = request.method().as_str().len()
+        + request.uri().to_string().len()
+        + " HTTP/1.1\r\n".len()
+        + headers
+            .iter()
+            .map(|(name, value)| name.as_str().len() + value.len() + ": \r\n".len())
+            .sum::<usize>();
+    if bytes > MAX_HEADER_BYTES || headers.len() > MAX_HEADERS {
+        use axum::response::IntoResponse;
+        return crate::http::error::ApiError::new(
+            axum::http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "headers_too_large",
+            format!(
+                "The request's headers are too large: at most {} KiB in {MAX_HEADERS} fields.",
+                MAX_HEADER_BYTES / 1024
+            ),
+        )
+        .into_response();
+    }
+    next.run(request).await
 }
 
 #[cfg(test)]

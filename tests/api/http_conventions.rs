@@ -289,3 +289,61 @@ async fn the_web_page_and_its_icon_are_served_under_a_strict_policy(db: PgPool) 
         assert!(policy.starts_with("default-src 'none'"), "{path}: {policy}");
     }
 }
+
+/// Oversized headers get the envelope (431 `headers_too_large`), by size
+/// and by count; far past the limits hyper stops reading and closes with
+/// its own bare 431, so a connection never buffers more than that.
+#[sqlx::test]
+async fn oversized_headers_are_431_with_the_envelope(db: PgPool) {
+    let app = TestApp::spawn(db).await;
+    let health = app.url("/api/v1/health/live");
+
+    let big = app
+        .client
+        .get(&health)
+        .header("x-padding", "a".repeat(40 * 1024))
+        .send()
+        .await
+        .expect("request");
+    assert_error(
+        big,
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+        "headers_too_large",
+    )
+    .await;
+
+    let mut many = app.client.get(&health);
+    for i in 0..150 {
+        many = many.header(format!("x-field-{i}"), "1");
+    }
+    let many = many.send().await.expect("request");
+    assert_error(
+        many,
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+        "headers_too_large",
+    )
+    .await;
+
+    // Just under the limits: served.
+    let fine = app
+        .client
+        .get(&health)
+        .header("x-padding", "a".repeat(30 * 1024))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(fine.status(), StatusCode::OK);
+
+    // Far past them, hyper ends the connection itself.
+    let huge = app
+        .client
+        .get(&health)
+        .header("x-padding", "a".repeat(200 * 1024))
+        .send()
+        .await;
+    assert!(
+        huge.as_ref().map_or(true, |r| r.status()
+            == StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE),
+        "{huge:?}"
+    );
+}
