@@ -14,6 +14,7 @@ mod glyph_names;
 pub mod image;
 pub mod ocr;
 pub mod pdf;
+mod pdf_cjk;
 mod pdf_content;
 mod pdf_ocr;
 mod pdf_text;

@@ -29,6 +29,7 @@ use std::{
 use lopdf::{Dictionary, Document, Encoding, Object, ObjectId, Stream, content::Operation};
 
 use crate::{
+    pdf_cjk::CjkCodes,
     pdf_content::{Operations, TooComplex},
     standard_fonts::StandardWidths,
 };
@@ -249,6 +250,9 @@ impl Font<'_> {
         {
             return text;
         }
+        if let Some(cjk) = self.cjk {
+            return cjk.decode(bytes);
+        }
         if let Some(table) = &self.differences {
             return bytes
                 .iter()
@@ -259,6 +263,33 @@ impl Font<'_> {
             .as_ref()
             .and_then(|encoding| encoding.bytes_to_string(bytes).ok())
             .unwrap_or_default()
+    }
+}
+
+impl Font<'_> {
+    /// Calls `f` with each code's width (thousandths of an em) and whether
+    /// it is the one-byte space that word spacing applies to.
+    fn each_advance(&self, bytes: &[u8], mut f: impl FnMut(f64, bool)) {
+        match self.cjk {
+            // Codes are not CIDs here, and the CIDs' widths are unknown
+            // without the CMap: full width for a two-byte code or a
+            // non-ASCII character, half for the rest (what CJK fonts draw).
+            Some(cjk @ (CjkCodes::Utf16 | CjkCodes::Legacy(_))) => {
+                cjk.each_code(bytes, |code| {
+                    let narrow = match cjk {
+                        CjkCodes::Utf16 => code.first() == Some(&0) && code.len() == 2,
+                        _ => code.len() == 1,
+                    };
+                    let space = narrow && code.last() == Some(&b' ');
+                    f(if narrow { 500.0 } else { 1000.0 }, space);
+                });
+            }
+            _ => {
+                for code in codes(bytes, self.code_len) {
+                    f(self.widths.of(code), self.code_len == 1 && code == 32);
+                }
+            }
+        }
     }
 }
 
@@ -295,6 +326,8 @@ struct Font<'a> {
     widths: Widths,
     /// Bytes per character code: 2 for composite (Type0) fonts.
     code_len: usize,
+    /// A composite font's predefined CMap, when it has no `/ToUnicode`.
+    cjk: Option<CjkCodes>,
 }
 
 /// What a content stream can refer to by name.
@@ -813,13 +846,13 @@ impl<'a> TextReader<'a> {
         self.push_text(&text);
 
         let mut advance = 0.0;
-        for code in codes(bytes, font.code_len) {
-            let mut width = font.widths.of(code) / 1000.0 * state.size + state.char_spacing;
-            if font.code_len == 1 && code == 32 {
+        font.each_advance(bytes, |units, space| {
+            let mut width = units / 1000.0 * state.size + state.char_spacing;
+            if space {
                 width += state.word_spacing;
             }
             advance += width * state.scale;
-        }
+        });
         state.text = Matrix::translate(advance, 0.0).then(state.text);
         let end = state.text.then(state.ctm).origin();
         self.last_end = Some(Pen {
@@ -959,7 +992,12 @@ fn load_font<'a>(
     } else {
         differences(document, dict, max_decompressed)
     };
-    if encoding.is_none() && differences.is_none() {
+    let cjk = if composite && dict.get(b"ToUnicode").is_err() {
+        predefined_cmap(document, dict)
+    } else {
+        None
+    };
+    if encoding.is_none() && differences.is_none() && cjk.is_none() {
         return None;
     }
     let mut font = Font {
@@ -972,6 +1010,7 @@ fn load_font<'a>(
             simple_widths(document, dict)
         },
         code_len: if composite { 2 } else { 1 },
+        cjk,
     };
     // Standard widths are by character: measure each of the 256 codes
     // once, not every glyph shown.
@@ -1059,6 +1098,30 @@ fn differences(
     Some(table)
 }
 
+/// A Type0 font's predefined CMap that we can read (`pdf_cjk`), from its
+/// `/Encoding` name and its descendant's `/CIDSystemInfo` ordering.
+fn predefined_cmap(document: &Document, dict: &Dictionary) -> Option<CjkCodes> {
+    let name = dict.get_deref(b"Encoding", document).ok()?.as_name().ok()?;
+    let ordering = descendant_font(document, dict)
+        .and_then(|d| d.get_deref(b"CIDSystemInfo", document).ok())
+        .and_then(|info| info.as_dict().ok())
+        .and_then(|info| info.get_deref(b"Ordering", document).ok())
+        .and_then(|ordering| ordering.as_str().ok());
+    CjkCodes::for_cmap(name, ordering)
+}
+
+fn descendant_font<'a>(document: &'a Document, dict: &'a Dictionary) -> Option<&'a Dictionary> {
+    dict.get_deref(b"DescendantFonts", document)
+        .and_then(Object::as_array)
+        .ok()
+        .and_then(|fonts| fonts.first())
+        .and_then(|font| match font {
+            Object::Reference(id) => document.get_dictionary(*id).ok(),
+            Object::Dictionary(dict) => Some(dict),
+            _ => None,
+        })
+}
+
 /// The font's `/ToUnicode` map when it also has an `/Encoding` (which lopdf
 /// would prefer): the map is the writer's statement of what each code
 /// means, and poppler prefers it too. Fonts with only a map already read
@@ -1122,16 +1185,7 @@ fn simple_widths(document: &Document, dict: &Dictionary) -> Widths {
 }
 
 fn cid_widths(document: &Document, dict: &Dictionary) -> Widths {
-    let descendant = dict
-        .get_deref(b"DescendantFonts", document)
-        .and_then(Object::as_array)
-        .ok()
-        .and_then(|fonts| fonts.first())
-        .and_then(|font| match font {
-            Object::Reference(id) => document.get_dictionary(*id).ok(),
-            Object::Dictionary(dict) => Some(dict),
-            _ => None,
-        });
+    let descendant = descendant_font(document, dict);
     let default = descendant
         .and_then(|d| d.get(b"DW").ok().and_then(number))
         .unwrap_or(1000.0);
@@ -1446,6 +1500,72 @@ mod tests {
         }
         // Four operations, counted once.
         assert_eq!(reader.document_operations, 4);
+    }
+
+    /// Type0 fonts naming a predefined CMap, without `/ToUnicode`, read
+    /// as pdftotext reads them (lopdf printed the raw codes).
+    #[test]
+    fn cjk_fonts_with_predefined_cmaps_read_without_a_unicode_map() {
+        let cases: [(&str, Option<&str>, Vec<u8>, &str); 4] = [
+            (
+                "UniJIS-UCS2-H",
+                Some("Japan1"),
+                vec![0x65, 0xE5, 0x67, 0x2C, 0x8A, 0x9E],
+                "日本語",
+            ),
+            (
+                "90ms-RKSJ-H",
+                Some("Japan1"),
+                vec![0x93, 0xFA, 0x96, 0x7B],
+                "日本",
+            ),
+            (
+                "GBK-EUC-H",
+                Some("GB1"),
+                vec![0xD6, 0xD0, 0xCE, 0xC4],
+                "中文",
+            ),
+            (
+                // "Computer" as Adobe-Japan1 CIDs: the example.
+                "Identity-H",
+                Some("Japan1"),
+                b"Computer"
+                    .iter()
+                    .flat_map(|&c| (u16::from(c) - 31).to_be_bytes())
+                    .collect(),
+                "Computer",
+            ),
+        ];
+        for (cmap, ordering, shown, expected) in cases {
+            let (mut doc, page) = page_with(vec![
+                op("BT", vec![]),
+                op("Tf", vec!["F1".into(), 12.into()]),
+                op("Td", vec![72.into(), 700.into()]),
+                op("Tj", vec![Object::string_literal(shown)]),
+                op("ET", vec![]),
+            ]);
+            let descendant = doc.add_object(dictionary! {
+                "Type" => "Font",
+                "Subtype" => "CIDFontType0",
+                "BaseFont" => "KozMinPr6N-Regular",
+                "CIDSystemInfo" => dictionary! {
+                    "Registry" => Object::string_literal("Adobe"),
+                    "Ordering" => Object::string_literal(ordering.unwrap_or("Identity")),
+                    "Supplement" => 6,
+                },
+            });
+            edit_font(&mut doc, |font| {
+                if font.get(b"Subtype").and_then(Object::as_name).ok() == Some(b"Type1") {
+                    font.set("Subtype", Object::Name(b"Type0".to_vec()));
+                    font.set("Encoding", Object::Name(cmap.as_bytes().to_vec()));
+                    font.set("DescendantFonts", vec![Object::Reference(descendant)]);
+                    font.remove(b"Widths");
+                    font.remove(b"FirstChar");
+                }
+            });
+            let text = page_text(&doc, page, usize::MAX).expect("text");
+            assert_eq!(text.trim(), expected, "{cmap}");
+        }
     }
 
     #[test]
