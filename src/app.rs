@@ -254,6 +254,34 @@ pub async fn import_original(
     crate::import_original::run(&config, &db, source).await
 }
 
+/// Deletes an account, its documents (rows and stored objects), jobs and
+/// sessions; its tokens stop working everywhere at once.
+pub async fn delete_user(config: Config, email: &str) -> anyhow::Result<String> {
+    let email = Email::parse(email).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let state = build_state(config, Topology::SingleNode).await?;
+    let keys = match state.auth.delete_account(&email).await {
+        Ok(Some(keys)) => keys,
+        Ok(None) => anyhow::bail!("no account with email {email}"),
+        Err(err) => anyhow::bail!(
+            "{email} is deleted, but its sessions could not all be ended ({err}): \
+             its access tokens stay valid until they expire (at most 15 minutes)"
+        ),
+    };
+    let mut left = 0;
+    for key in &keys {
+        if let Err(err) = state.storage.delete(key).await {
+            tracing::warn!(error = %err, key, "cannot delete a deleted account's object");
+            left += 1;
+        }
+    }
+    Ok(format!(
+        "deleted {email}: {} documents ({} objects could not be removed from storage), \
+         every session ended",
+        keys.len(),
+        left
+    ))
+}
+
 /// Makes an existing account an admin: the only way to get one.
 pub async fn promote_user(config: Config, email: &str) -> anyhow::Result<String> {
     let email = Email::parse(email).map_err(|e| anyhow::anyhow!("{e}"))?;

@@ -92,6 +92,12 @@ enum UserCommand {
         #[arg(long)]
         email: String,
     },
+    /// Delete an account with its documents (and their stored bytes), jobs
+    /// and sessions: its tokens stop working at once.
+    Delete {
+        #[arg(long)]
+        email: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -170,6 +176,7 @@ fn main() -> ExitCode {
                         .map(Some)
                 }
                 UserCommand::Promote { email } => app::promote_user(config, &email).await.map(Some),
+                UserCommand::Delete { email } => app::delete_user(config, &email).await.map(Some),
             },
         }
     });

@@ -321,6 +321,33 @@ impl AuthService {
             .await
     }
 
+    /// Deletes an account with everything it owns in Postgres, and ends
+    /// every session it has: each is blocked like a logout, so its access
+    /// and stream tokens are refused everywhere at once and its open
+    /// streams close. Returns the storage keys of its documents, for the
+    /// caller to delete (`None`: no such account). The blocks need Redis:
+    /// without it the deletion still happens, and is reported as
+    /// `Unavailable` after it.
+    pub async fn delete_account(&self, email: &Email) -> Result<Option<Vec<String>>, AuthError> {
+        let mut tx = self.db.begin().await?;
+        let Some(deleted) = db::users::delete(&mut tx, email).await? else {
+            return Ok(None);
+        };
+        tx.commit().await?;
+        let mut blocked = true;
+        for session in &deleted.sessions {
+            if let Err(err) = self.block_session(*session).await {
+                tracing::error!(error = %err, %session, "cannot block a deleted account's session");
+                blocked = false;
+            }
+            self.publisher.revoke_session(*session).await;
+        }
+        if !blocked {
+            return Err(AuthError::Unavailable("the token blocklist"));
+        }
+        Ok(Some(deleted.storage_keys))
+    }
+
     pub async fn current_user(&self, access: &AccessClaims) -> Result<User, AuthError> {
         db::users::find(&self.db, access.user_id)
             .await?

@@ -156,3 +156,46 @@ pub async fn import(db: impl PgExecutor<'_>, rows: &serde_json::Value) -> Result
     .await?;
     Ok(done.rows_affected())
 }
+
+/// What deleting an account took with it, for what lives outside Postgres.
+pub struct DeletedAccount {
+    /// Its sessions (refresh-token families), to block their access tokens.
+    pub sessions: Vec<uuid::Uuid>,
+    /// Its documents' objects in storage.
+    pub storage_keys: Vec<String>,
+}
+
+/// Deletes an account and, by cascade, its documents, jobs, results and
+/// refresh tokens; returns what must be cleaned up elsewhere, or `None`
+/// when no account has that email.
+pub async fn delete(
+    conn: &mut sqlx::PgConnection,
+    email: &Email,
+) -> Result<Option<DeletedAccount>, sqlx::Error> {
+    let Some(id) = sqlx::query_scalar!(
+        "SELECT id FROM users WHERE email = $1 FOR UPDATE",
+        email.as_str()
+    )
+    .fetch_optional(&mut *conn)
+    .await?
+    else {
+        return Ok(None);
+    };
+    let sessions = sqlx::query_scalar!(
+        "SELECT DISTINCT family_id FROM refresh_tokens WHERE user_id = $1",
+        id
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    let storage_keys =
+        sqlx::query_scalar!("SELECT storage_key FROM documents WHERE owner_id = $1", id)
+            .fetch_all(&mut *conn)
+            .await?;
+    sqlx::query!("DELETE FROM users WHERE id = $1", id)
+        .execute(&mut *conn)
+        .await?;
+    Ok(Some(DeletedAccount {
+        sessions,
+        storage_keys,
+    }))
+}

@@ -828,6 +828,98 @@ async fn a_deleted_accounts_token_is_401(db: PgPool) {
     .await;
 }
 
+/// `docflow user delete` takes the account's documents with it (rows and
+/// stored bytes) and ends every session at once: each of its tokens is 401
+/// on every route, not only where the account is looked up.
+#[sqlx::test]
+async fn deleting_an_account_ends_its_tokens_everywhere_at_once(db: PgPool) {
+    let deployment = crate::helpers::Deployment::new(&db).await;
+    let port = crate::helpers::free_port();
+    let _api = deployment.start("api", port);
+    let base = format!("http://127.0.0.1:{port}");
+    let client = crate::helpers::client();
+    let first = crate::helpers::sign_in_at(&client, &base, "leaving@example.com", None).await;
+    // A second session (another device).
+    let second: Value = client
+        .post(format!("{base}/api/v1/auth/login"))
+        .json(&serde_json::json!({"email": "leaving@example.com", "password": crate::helpers::PASSWORD}))
+        .send()
+        .await
+        .expect("login")
+        .json()
+        .await
+        .expect("json");
+    let part = reqwest::multipart::Part::bytes(b"Soon gone.".to_vec()).file_name("g.txt");
+    let document: Value = client
+        .post(format!("{base}/api/v1/documents/upload"))
+        .bearer_auth(&first.access)
+        .multipart(reqwest::multipart::Form::new().part("file", part))
+        .send()
+        .await
+        .expect("upload")
+        .json()
+        .await
+        .expect("json");
+    let id = document["id"].as_str().expect("id").to_owned();
+    assert_eq!(
+        crate::helpers::files_under(deployment.storage_root()).len(),
+        1
+    );
+
+    let output = deployment
+        .command("user", crate::helpers::free_port())
+        .args(["delete", "--email", "leaving@example.com"])
+        .output()
+        .expect("docflow user delete");
+    let said = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        said.contains("1 documents (0 objects could not be removed"),
+        "{said}"
+    );
+    assert!(crate::helpers::files_under(deployment.storage_root()).is_empty());
+
+    let second_access = second["access_token"].as_str().expect("access");
+    for access in [first.access.as_str(), second_access] {
+        for path in ["/documents", "/jobs", "/auth/me"] {
+            let response = client
+                .get(format!("{base}/api/v1{path}"))
+                .bearer_auth(access)
+                .send()
+                .await
+                .expect("request");
+            assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{path}");
+        }
+        let token = client
+            .post(format!("{base}/api/v1/jobs/{id}/stream-token"))
+            .bearer_auth(access)
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(token.status(), StatusCode::UNAUTHORIZED);
+    }
+    let refresh = client
+        .post(format!("{base}/api/v1/auth/refresh"))
+        .json(&serde_json::json!({"refresh_token": first.refresh}))
+        .send()
+        .await
+        .expect("refresh");
+    assert_eq!(refresh.status(), StatusCode::UNAUTHORIZED);
+
+    // Asked again: nothing to delete, said so.
+    let again = deployment
+        .command("user", crate::helpers::free_port())
+        .args(["delete", "--email", "leaving@example.com"])
+        .output()
+        .expect("docflow user delete");
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("no account with email"));
+}
+
 /// Presigned links name the host clients reach (`S3_PUBLIC_ENDPOINT_URL`),
 /// not the one DocFlow uses inside its network, and work through it: the
 /// signature covers the host. Here DocFlow talks to 127.0.0.1 and clients
