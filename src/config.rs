@@ -20,7 +20,6 @@ use url::Url;
 
 /// The upload cap the seed contract uses: 25 MiB.
 const DEFAULT_MAX_UPLOAD_BYTES: u64 = 25 * 1024 * 1024;
-const DEFAULT_ALLOWED_CONTENT_TYPES: &str = "application/pdf,image/png,image/jpeg,text/plain";
 /// HS256 keys shorter than the hash output weaken the MAC; RFC 7518 §3.2.
 const MIN_JWT_SECRET_BYTES: usize = 32;
 
@@ -202,13 +201,14 @@ impl Config {
                 }
             })?;
 
-        let allowed_content_types = env
-            .optional("ALLOWED_CONTENT_TYPES")
-            .unwrap_or_else(|| DEFAULT_ALLOWED_CONTENT_TYPES.to_owned());
-        let allowed_content_types: Vec<ContentKind> = split_list(&allowed_content_types)
-            .map(str::parse::<ContentKind>)
-            .collect::<Result<_, _>>()
-            .map_err(|e| ConfigError::new("ALLOWED_CONTENT_TYPES", e.to_string()))?;
+        // Unset: every kind there is an extractor for.
+        let allowed_content_types: Vec<ContentKind> = match env.optional("ALLOWED_CONTENT_TYPES") {
+            Some(list) => split_list(&list)
+                .map(str::parse::<ContentKind>)
+                .collect::<Result<_, _>>()
+                .map_err(|e| ConfigError::new("ALLOWED_CONTENT_TYPES", e.to_string()))?,
+            None => ContentKind::ALL.to_vec(),
+        };
         if allowed_content_types.is_empty() {
             return Err(ConfigError::new(
                 "ALLOWED_CONTENT_TYPES",

@@ -16,7 +16,37 @@ pub struct Unsupported(pub String);
 /// Decides the content kind from the first bytes, then checks it against the
 /// client's declared type (absent or `application/octet-stream` claims nothing).
 pub fn identify(head: &[u8], declared: Option<&str>) -> Result<ContentKind, Unsupported> {
+    let claims_something = declared
+        .map(|d| {
+            d.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        })
+        .filter(|d| !d.is_empty() && d != "application/octet-stream");
     let detected = match infer::get(head) {
+        // A ZIP archive that infer could not name: its entries in the first
+        // bytes say which OOXML format it is (Word writes
+        // `[Content_Types].xml` and `_rels/` before `word/`); failing that,
+        // the declared Office type decides, and the extractor checks the
+        // archive holds that format's parts.
+        Some(kind) if kind.mime_type() == "application/zip" => {
+            return ooxml_by_entries(head)
+                .or_else(|| {
+                    claims_something
+                        .as_deref()
+                        .and_then(|claim| claim.parse::<ContentKind>().ok())
+                        .filter(|kind| kind.is_zip_container())
+                })
+                .ok_or_else(|| {
+                    Unsupported(
+                        "the content is a ZIP archive, not a document DocFlow processes \
+                         (declare an Office type for an Office document)"
+                            .to_owned(),
+                    )
+                });
+        }
         Some(kind) => kind.mime_type().parse::<ContentKind>().map_err(|_| {
             Unsupported(format!(
                 "the content is {} ({}), which DocFlow does not process",
@@ -33,15 +63,6 @@ pub fn identify(head: &[u8], declared: Option<&str>) -> Result<ContentKind, Unsu
             ));
         }
     };
-    let claims_something = declared
-        .map(|d| {
-            d.split(';')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .to_ascii_lowercase()
-        })
-        .filter(|d| !d.is_empty() && d != "application/octet-stream");
     if let Some(claim) = claims_something {
         let agrees = claim.parse::<ContentKind>().is_ok_and(|k| k == detected);
         if !agrees {
@@ -51,6 +72,36 @@ pub fn identify(head: &[u8], declared: Option<&str>) -> Result<ContentKind, Unsu
         }
     }
     Ok(detected)
+}
+
+/// The OOXML format named by the first entry under `word/`, `xl/` or
+/// `ppt/` among the ZIP local headers within `head`.
+fn ooxml_by_entries(head: &[u8]) -> Option<ContentKind> {
+    let mut at = 0;
+    while at + 30 <= head.len() && head[at..].starts_with(b"PK\x03\x04") {
+        let u16_at = |i: usize| usize::from(u16::from_le_bytes([head[i], head[i + 1]]));
+        let u32_at = |i: usize| {
+            u32::from_le_bytes([head[i], head[i + 1], head[i + 2], head[i + 3]]) as usize
+        };
+        let (name_len, extra_len, stored) = (u16_at(at + 26), u16_at(at + 28), u32_at(at + 18));
+        let name = head.get(at + 30..at + 30 + name_len)?;
+        for (prefix, kind) in [
+            (&b"word/"[..], ContentKind::Docx),
+            (b"xl/", ContentKind::Xlsx),
+            (b"ppt/", ContentKind::Pptx),
+        ] {
+            if name.starts_with(prefix) {
+                return Some(kind);
+            }
+        }
+        // Sizes deferred to a data descriptor (bit 3): the next header's
+        // place is unknown from here.
+        if u16_at(at + 6) & 0x08 != 0 {
+            return None;
+        }
+        at += 30 + name_len + extra_len + stored;
+    }
+    None
 }
 
 /// Text has no NUL bytes and few control characters besides whitespace.
@@ -176,6 +227,27 @@ mod tests {
     use super::*;
 
     const PNG: &[u8] = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR";
+
+    /// Office archives are named by their entries, whatever infer makes of
+    /// them; a bare ZIP needs an Office claim.
+    #[test]
+    fn office_archives_by_their_entries() {
+        // Local headers as Word writes them: content types, rels, word/.
+        let mut head = Vec::new();
+        for name in ["[Content_Types].xml", "_rels/.rels", "word/document.xml"] {
+            head.extend_from_slice(b"PK\x03\x04");
+            head.extend_from_slice(&[20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+            head.extend_from_slice(&3u32.to_le_bytes()); // compressed size
+            head.extend_from_slice(&3u32.to_le_bytes());
+            head.extend_from_slice(&u16::try_from(name.len()).expect("len").to_le_bytes());
+            head.extend_from_slice(&0u16.to_le_bytes());
+            head.extend_from_slice(name.as_bytes());
+            head.extend_from_slice(b"abc");
+        }
+        assert_eq!(ooxml_by_entries(&head), Some(ContentKind::Docx));
+        assert_eq!(identify(&head, None), Ok(ContentKind::Docx));
+        assert_eq!(ooxml_by_entries(b"PK\x03\x04"), None);
+    }
 
     #[test]
     fn detects_by_content_and_checks_the_claim() {

@@ -1,6 +1,7 @@
 //! What extraction makes of hard documents: the hostile PDF corpus
 //! (scripts/hostile-pdfs) in the real extractor process under a 256 MiB
-//! sandbox, scanned PDFs read by the real tesseract, and UTF-16 text.
+//! sandbox, scanned PDFs read by the real tesseract, UTF-16 text, and
+//! Office and web documents.
 
 use std::{path::Path, process::Command, time::Duration};
 
@@ -8,7 +9,8 @@ use serde_json::Value;
 use sqlx::PgPool;
 
 use crate::helpers::{
-    TestApp, Tokens, assert_error, is_terminal, pdf, run_job, scanned_pdf, upload_id, wait_for_job,
+    TestApp, Tokens, assert_error, docx, is_terminal, odp, pdf, run_job, scanned_pdf, upload,
+    upload_id, wait_for_job, xlsx, zip_of,
 };
 
 /// `docflow extract` on one file as the sandbox runs it, with 256 MiB of
@@ -183,6 +185,130 @@ async fn utf16_text_is_accepted_and_decoded(db: PgPool) {
             sentence
         );
     }
+}
+
+/// DOCX, XLSX and ODP by their bytes, HTML by its markup: uploaded as a
+/// browser sends them, read by the real extractor process. An archive that
+/// only claims to be a document fails with the reason, a zip bomb fast.
+#[sqlx::test]
+async fn office_and_web_documents_are_read(db: PgPool) {
+    let app = TestApp::spawn(db).await;
+    app.start_worker();
+    let tokens = app.signed_in("office@example.com").await;
+    let html = b"<!DOCTYPE html><html><head><title>A page</title><script>x()</script></head>\
+        <body><h1>News</h1><p>Caf&eacute; opens &amp; closes.</p></body></html>"
+        .to_vec();
+    let cases: [(Vec<u8>, &str, &str, &str); 4] = [
+        (
+            docx(&["First paragraph.", "Second one."]),
+            "notes.docx",
+            "docx",
+            "First paragraph.\nSecond one.",
+        ),
+        (xlsx(), "prices.xlsx", "xlsx", "Tea\t3.5\nCoffee\t4"),
+        (odp(), "talk.odp", "odp", "Hello from a slide\u{c}Goodbye"),
+        (html, "page.html", "html", "News\nCafé opens & closes."),
+    ];
+    for (bytes, name, format, text) in cases {
+        // Declared as browsers do for these files.
+        let id = upload_id(&app, &tokens, bytes, name, "application/octet-stream").await;
+        let done = run_job(&app, &tokens, &id, Duration::from_secs(30)).await;
+        assert_eq!(done["status"], "succeeded", "{name}: {done}");
+        let result = &done["result"]["result"];
+        assert_eq!(result["text"], text, "{name}: {result}");
+        if format == "html" {
+            assert_eq!(result["kind"], "html");
+            assert_eq!(result["title"], "A page");
+        } else {
+            assert_eq!(result["kind"], "office");
+            assert_eq!(result["format"], format);
+        }
+    }
+    let docx_result = {
+        let id = upload_id(
+            &app,
+            &tokens,
+            docx(&["x"]),
+            "x.docx",
+            "application/octet-stream",
+        )
+        .await;
+        run_job(&app, &tokens, &id, Duration::from_secs(30)).await
+    };
+    assert_eq!(
+        docx_result["result"]["result"]["properties"]["title"],
+        "Field notes"
+    );
+    let slides = run_job(
+        &app,
+        &tokens,
+        &upload_id(&app, &tokens, odp(), "t.odp", "application/octet-stream").await,
+        Duration::from_secs(30),
+    )
+    .await;
+    let parts = &slides["result"]["result"]["parts"];
+    assert_eq!(parts[0]["name"], "Welcome", "{parts}");
+    assert_eq!(parts[1]["text"], "Goodbye", "{parts}");
+
+    // A plain ZIP claiming nothing is refused at upload (415, saying so).
+    let plain = zip_of(&[("readme.txt", b"just a zip")]);
+    let refused = upload(&app, &tokens, plain.clone(), "a.zip", "application/zip").await;
+    assert_error(
+        refused,
+        reqwest::StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported_media_type",
+    )
+    .await;
+    // Declared as DOCX, it is accepted and the job says what is missing.
+    let pretender = upload_id(
+        &app,
+        &tokens,
+        plain,
+        "fake.docx",
+        "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+    )
+    .await;
+    let failed = run_job(&app, &tokens, &pretender, Duration::from_secs(30)).await;
+    assert_eq!(failed["status"], "failed", "{failed}");
+    assert!(
+        failed["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("word/document.xml is missing")),
+        "{failed}"
+    );
+    // A zip bomb: 64 MiB of one letter in a few kilobytes.
+    let flood = vec![b'a'; 64 << 20];
+    let bomb_xml = [
+        b"<w:document xmlns:w=\"w\"><w:body><w:p><w:r><w:t>".as_slice(),
+        &flood,
+        b"</w:t></w:r></w:p></w:body></w:document>",
+    ]
+    .concat();
+    let bomb = docx_with_document(&bomb_xml);
+    assert!(bomb.len() < 200 * 1024, "{} bytes", bomb.len());
+    let bomb = upload_id(&app, &tokens, bomb, "bomb.docx", "application/octet-stream").await;
+    let started = std::time::Instant::now();
+    let failed = run_job(&app, &tokens, &bomb, Duration::from_secs(30)).await;
+    assert_eq!(failed["status"], "failed", "{failed}");
+    assert!(
+        failed["last_error"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("too_complex:")),
+        "{failed}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+/// A DOCX archive around this `word/document.xml`.
+fn docx_with_document(document: &[u8]) -> Vec<u8> {
+    zip_of(&[
+        ("[Content_Types].xml", b"<Types/>"),
+        ("word/document.xml", document),
+    ])
 }
 
 /// `POST /jobs` with this OCR mode; the finished job.

@@ -10,10 +10,29 @@ pub enum ContentKind {
     Png,
     Jpeg,
     Text,
+    Html,
+    Docx,
+    Xlsx,
+    Pptx,
+    Odt,
+    Ods,
+    Odp,
 }
 
 impl ContentKind {
-    pub const ALL: [Self; 4] = [Self::Pdf, Self::Png, Self::Jpeg, Self::Text];
+    pub const ALL: [Self; 11] = [
+        Self::Pdf,
+        Self::Png,
+        Self::Jpeg,
+        Self::Text,
+        Self::Html,
+        Self::Docx,
+        Self::Xlsx,
+        Self::Pptx,
+        Self::Odt,
+        Self::Ods,
+        Self::Odp,
+    ];
 
     /// The canonical MIME type.
     pub fn mime(self) -> &'static str {
@@ -22,6 +41,40 @@ impl ContentKind {
             Self::Png => "image/png",
             Self::Jpeg => "image/jpeg",
             Self::Text => "text/plain",
+            Self::Html => "text/html",
+            Self::Docx => "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+            Self::Xlsx => "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+            Self::Pptx => {
+                "application/vnd.openxmlformats-officedocument.presentationml.presentation"
+            }
+            Self::Odt => "application/vnd.oasis.opendocument.text",
+            Self::Ods => "application/vnd.oasis.opendocument.spreadsheet",
+            Self::Odp => "application/vnd.oasis.opendocument.presentation",
+        }
+    }
+
+    /// An Office format: a ZIP archive of XML parts.
+    pub fn is_zip_container(self) -> bool {
+        matches!(
+            self,
+            Self::Docx | Self::Xlsx | Self::Pptx | Self::Odt | Self::Ods | Self::Odp
+        )
+    }
+
+    /// The usual file extension, which also names the format in results.
+    pub fn extension(self) -> &'static str {
+        match self {
+            Self::Pdf => "pdf",
+            Self::Png => "png",
+            Self::Jpeg => "jpeg",
+            Self::Text => "txt",
+            Self::Html => "html",
+            Self::Docx => "docx",
+            Self::Xlsx => "xlsx",
+            Self::Pptx => "pptx",
+            Self::Odt => "odt",
+            Self::Ods => "ods",
+            Self::Odp => "odp",
         }
     }
 }
@@ -34,7 +87,7 @@ impl fmt::Display for ContentKind {
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error(
-    "no extractor for content type {0:?} (supported: application/pdf, image/png, image/jpeg, text/plain)"
+    "no extractor for content type {0:?} (supported: PDF, PNG, JPEG, plain text, HTML, DOCX, XLSX, PPTX, ODT, ODS, ODP)"
 )]
 pub struct UnsupportedContentType(pub String);
 

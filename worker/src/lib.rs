@@ -11,8 +11,10 @@
 
 mod content_kind;
 mod glyph_names;
+mod html;
 pub mod image;
 pub mod ocr;
+mod office;
 pub mod pdf;
 mod pdf_cjk;
 mod pdf_content;
@@ -139,5 +141,18 @@ pub fn extract(
             })?;
             text::extract(&bytes).map(ExtractionResult::Text)
         }
+        ContentKind::Html => {
+            let bytes = std::fs::read(path).map_err(|e| {
+                ExtractError::Transient(format!("cannot read the downloaded file: {e}"))
+            })?;
+            html::extract(&bytes, limits).map(ExtractionResult::Html)
+        }
+        ContentKind::Docx
+        | ContentKind::Xlsx
+        | ContentKind::Pptx
+        | ContentKind::Odt
+        | ContentKind::Ods
+        | ContentKind::Odp => office::extract(path, kind, limits)
+            .map(|office| ExtractionResult::Office(Box::new(office))),
     }
 }

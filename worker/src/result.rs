@@ -11,6 +11,9 @@ pub enum ExtractionResult {
     Pdf(Box<PdfExtraction>),
     Image(ImageExtraction),
     Text(TextExtraction),
+    /// DOCX, XLSX, PPTX, ODT, ODS, ODP.
+    Office(Box<OfficeExtraction>),
+    Html(HtmlExtraction),
 }
 
 impl ExtractionResult {
@@ -19,6 +22,8 @@ impl ExtractionResult {
             Self::Pdf(pdf) => &pdf.text,
             Self::Image(image) => image.text.as_deref().unwrap_or(""),
             Self::Text(text) => &text.text,
+            Self::Office(office) => &office.text,
+            Self::Html(html) => &html.text,
         }
     }
 }
@@ -173,4 +178,56 @@ pub struct TextExtraction {
     /// ISO 639-3 code of the most likely language, when the guess is reliable.
     pub language: Option<String>,
     pub language_confidence: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct OfficeExtraction {
+    /// `docx`, `xlsx`, `pptx`, `odt`, `ods` or `odp`.
+    pub format: String,
+    /// All the text; slides and sheets separated by a form feed.
+    pub text: String,
+    pub counts: TextCounts,
+    pub properties: DocumentProperties,
+    /// Slides (presentations) or sheets (spreadsheets), in order, each
+    /// with its name and text; empty for word-processing documents, whose
+    /// pages are made by the viewer.
+    pub parts: Vec<OfficePart>,
+    /// Text past the per-document limit was not read.
+    pub truncated: bool,
+}
+
+/// What the document says about itself (OOXML core properties,
+/// OpenDocument meta), as written.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct DocumentProperties {
+    pub title: Option<String>,
+    pub author: Option<String>,
+    pub subject: Option<String>,
+    /// As the document writes it (ISO 8601 in practice).
+    pub created: Option<String>,
+    pub modified: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct OfficePart {
+    /// "Slide 3", or the sheet's name.
+    pub name: String,
+    pub text: String,
+    pub counts: TextCounts,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct HtmlExtraction {
+    /// The text a browser shows (no scripts, styles or markup); blocks on
+    /// lines of their own, table cells separated by tabs.
+    pub text: String,
+    pub counts: TextCounts,
+    pub title: Option<String>,
+    /// The encoding the bytes were in.
+    pub encoding: String,
+    /// ISO 639-3 code of the most likely language, when the guess is reliable.
+    pub language: Option<String>,
+    pub language_confidence: Option<f64>,
+    /// Text past the per-document limit was not read.
+    pub truncated: bool,
 }

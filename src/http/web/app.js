@@ -547,7 +547,7 @@ function renderMetadata(result, doc) {
   }
   add("Kind", result.kind);
   for (const [key, value] of Object.entries(result)) {
-    if (key === "kind" || key === "text" || key === "pages") continue;
+    if (key === "kind" || key === "text" || key === "pages" || key === "parts") continue;
     add(label(key), value);
   }
   $("metadata").tBodies[0].replaceChildren(...rows);
@@ -580,6 +580,16 @@ function formatValue(value) {
 
 function renderPages(result) {
   const container = $("pages");
+  // Slides and sheets of Office documents, each under its name.
+  if (Array.isArray(result.parts) && result.parts.length) {
+    container.replaceChildren(...result.parts.map((part, i) =>
+      element("article", { className: "page", dataset: { page: i + 1 } },
+        element("h4", {}, part.name),
+        part.text && part.text.trim()
+          ? element("pre", { className: "text" }, part.text)
+          : element("p", { className: "no-text" }, "No text here."))));
+    return;
+  }
   if (!Array.isArray(result.pages)) {
     const text = result.text || "";
     container.replaceChildren(text.trim()
