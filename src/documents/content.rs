@@ -54,6 +54,14 @@ pub fn identify(head: &[u8], declared: Option<&str>) -> Result<ContentKind, Unsu
                 kind.extension()
             ))
         })?,
+        // Mail is text with a header block; one declared as plain text
+        // stays plain text.
+        None if looks_like_text(head)
+            && docflow_extract::email::looks_like_email(head)
+            && claims_something.as_deref() != Some("text/plain") =>
+        {
+            ContentKind::Eml
+        }
         None if looks_like_text(head) || docflow_extract::text::utf16(head).is_some() => {
             ContentKind::Text
         }
@@ -230,6 +238,19 @@ mod tests {
 
     /// Office archives are named by their entries, whatever infer makes of
     /// them; a bare ZIP needs an Office claim.
+    #[test]
+    fn mail_is_sniffed_by_its_header_block() {
+        let mail =
+            b"From: a@example.com\nTo: b@example.com\nDate: Thu, 3 Dec 2026 09:00:00 +0000\n\nHi";
+        assert_eq!(identify(mail, None), Ok(ContentKind::Eml));
+        assert_eq!(identify(mail, Some("message/rfc822")), Ok(ContentKind::Eml));
+        assert_eq!(identify(mail, Some("text/plain")), Ok(ContentKind::Text));
+        assert_eq!(
+            identify(b"Dear diary,\nFrom: here", None),
+            Ok(ContentKind::Text)
+        );
+    }
+
     #[test]
     fn office_archives_by_their_entries() {
         // Local headers as Word writes them: content types, rels, word/.

@@ -250,6 +250,30 @@ async fn office_and_web_documents_are_read(db: PgPool) {
     assert_eq!(parts[0]["name"], "Welcome", "{parts}");
     assert_eq!(parts[1]["text"], "Goodbye", "{parts}");
 
+    // An e-mail, by its header block; the same bytes declared as plain
+    // text stay plain text.
+    let mail = b"From: Ada <ada@example.com>\r\nTo: bob@example.com\r\nSubject: Minutes\r\n\
+        Date: Thu, 3 Dec 2026 09:00:00 +0000\r\nMessage-ID: <m1@example.com>\r\n\r\n\
+        The meeting moved to Friday.\r\n"
+        .to_vec();
+    let id = upload_id(
+        &app,
+        &tokens,
+        mail.clone(),
+        "minutes.eml",
+        "application/octet-stream",
+    )
+    .await;
+    let done = run_job(&app, &tokens, &id, Duration::from_secs(30)).await;
+    let result = &done["result"]["result"];
+    assert_eq!(result["kind"], "email", "{done}");
+    assert_eq!(result["subject"], "Minutes");
+    assert_eq!(result["from"][0], "Ada <ada@example.com>");
+    assert_eq!(result["text"], "The meeting moved to Friday.");
+    let id = upload_id(&app, &tokens, mail, "minutes.txt", "text/plain").await;
+    let done = run_job(&app, &tokens, &id, Duration::from_secs(30)).await;
+    assert_eq!(done["result"]["result"]["kind"], "text", "{done}");
+
     // A plain ZIP claiming nothing is refused at upload (415, saying so).
     let plain = zip_of(&[("readme.txt", b"just a zip")]);
     let refused = upload(&app, &tokens, plain.clone(), "a.zip", "application/zip").await;

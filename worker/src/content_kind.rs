@@ -17,10 +17,11 @@ pub enum ContentKind {
     Odt,
     Ods,
     Odp,
+    Eml,
 }
 
 impl ContentKind {
-    pub const ALL: [Self; 11] = [
+    pub const ALL: [Self; 12] = [
         Self::Pdf,
         Self::Png,
         Self::Jpeg,
@@ -32,6 +33,7 @@ impl ContentKind {
         Self::Odt,
         Self::Ods,
         Self::Odp,
+        Self::Eml,
     ];
 
     /// The canonical MIME type.
@@ -50,6 +52,7 @@ impl ContentKind {
             Self::Odt => "application/vnd.oasis.opendocument.text",
             Self::Ods => "application/vnd.oasis.opendocument.spreadsheet",
             Self::Odp => "application/vnd.oasis.opendocument.presentation",
+            Self::Eml => "message/rfc822",
         }
     }
 
@@ -75,6 +78,7 @@ impl ContentKind {
             Self::Odt => "odt",
             Self::Ods => "ods",
             Self::Odp => "odp",
+            Self::Eml => "eml",
         }
     }
 }
@@ -87,7 +91,7 @@ impl fmt::Display for ContentKind {
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error(
-    "no extractor for content type {0:?} (supported: PDF, PNG, JPEG, plain text, HTML, DOCX, XLSX, PPTX, ODT, ODS, ODP)"
+    "no extractor for content type {0:?} (supported: PDF, PNG, JPEG, plain text, HTML, DOCX, XLSX, PPTX, ODT, ODS, ODP, EML)"
 )]
 pub struct UnsupportedContentType(pub String);
 

@@ -84,7 +84,7 @@ pub fn extract(bytes: &[u8], limits: &Limits) -> Result<HtmlExtraction, ExtractE
             rest = comment.find("-->").map_or("", |end| &comment[end + 3..]);
             continue;
         }
-        let Some(close) = after.find('>') else {
+        let Some(close) = tag_end(after) else {
             break;
         };
         let tag = &after[1..close];
@@ -143,6 +143,21 @@ pub fn extract(bytes: &[u8], limits: &Limits) -> Result<HtmlExtraction, ExtractE
         language_confidence,
         truncated: reader.truncated,
     })
+}
+
+/// Where the tag that `from` starts with ends: the first `>` outside a
+/// quoted attribute value (`<a title="x > y">`).
+fn tag_end(from: &str) -> Option<usize> {
+    let mut quote = None;
+    for (i, c) in from.char_indices() {
+        match (quote, c) {
+            (None, '"' | '\'') => quote = Some(c),
+            (Some(q), c) if c == q => quote = None,
+            (None, '>') => return Some(i),
+            _ => {}
+        }
+    }
+    None
 }
 
 fn encoding_of(bytes: &[u8]) -> &'static encoding_rs::Encoding {
@@ -331,13 +346,13 @@ mod tests {
         let page = b"<!doctype html><html><head><title>The  Title</title>\
             <style>p { color: red }</style><script>alert('no')</script></head>\
             <body><h1>Heading</h1><p>One &amp; <b>two</b>&nbsp;three</p>\
-            <!-- hidden --><ul><li>first</li><li>second</li></ul>\
+            <!-- hidden --><a title=\"x > y\" href='/a>b'>link</a><ul><li>first</li><li>second</li></ul>\
             <table><tr><td>a</td><td>b</td></tr></table><pre>  kept\n  as is</pre></body></html>";
         let html = extract(page, &Limits::default()).expect("html");
         assert_eq!(html.title.as_deref(), Some("The Title"));
         assert_eq!(
             html.text,
-            "Heading\nOne & two three\nfirst\nsecond\na\tb\t\n  kept\n  as is"
+            "Heading\nOne & two three\nlink\nfirst\nsecond\na\tb\t\n  kept\n  as is"
         );
         assert!(!html.text.contains("alert"));
     }

@@ -10,6 +10,7 @@
 //! The queue consumer that drives them is `docflow::worker` (`src/worker/`).
 
 mod content_kind;
+pub mod email;
 mod glyph_names;
 mod html;
 pub mod image;
@@ -146,6 +147,12 @@ pub fn extract(
                 ExtractError::Transient(format!("cannot read the downloaded file: {e}"))
             })?;
             html::extract(&bytes, limits).map(ExtractionResult::Html)
+        }
+        ContentKind::Eml => {
+            let bytes = std::fs::read(path).map_err(|e| {
+                ExtractError::Transient(format!("cannot read the downloaded file: {e}"))
+            })?;
+            email::extract(&bytes, limits).map(ExtractionResult::Email)
         }
         ContentKind::Docx
         | ContentKind::Xlsx

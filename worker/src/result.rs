@@ -14,6 +14,7 @@ pub enum ExtractionResult {
     /// DOCX, XLSX, PPTX, ODT, ODS, ODP.
     Office(Box<OfficeExtraction>),
     Html(HtmlExtraction),
+    Email(EmailExtraction),
 }
 
 impl ExtractionResult {
@@ -24,6 +25,7 @@ impl ExtractionResult {
             Self::Text(text) => &text.text,
             Self::Office(office) => &office.text,
             Self::Html(html) => &html.text,
+            Self::Email(email) => &email.text,
         }
     }
 }
@@ -230,4 +232,33 @@ pub struct HtmlExtraction {
     pub language_confidence: Option<f64>,
     /// Text past the per-document limit was not read.
     pub truncated: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct EmailExtraction {
+    pub subject: Option<String>,
+    /// `Name <address>` or the bare address, as a mail client shows them.
+    pub from: Vec<String>,
+    pub to: Vec<String>,
+    pub cc: Vec<String>,
+    /// RFC 3339.
+    pub date: Option<String>,
+    pub message_id: Option<String>,
+    /// The plain-text body (or what its HTML body shows, when it has no
+    /// plain one); attachments are listed, not read.
+    pub text: String,
+    pub counts: TextCounts,
+    pub attachment_count: u64,
+    /// The first 1,000 attachments.
+    pub attachments: Vec<EmailAttachment>,
+    /// Text past the per-document limit was not read.
+    pub truncated: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct EmailAttachment {
+    pub name: Option<String>,
+    pub content_type: Option<String>,
+    /// Decoded size.
+    pub size_bytes: u64,
 }
