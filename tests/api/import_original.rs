@@ -12,7 +12,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sqlx::{Connection, PgConnection, PgPool};
 
-use crate::helpers::{Deployment, Tokens, client, free_port, is_terminal};
+use crate::helpers::{Deployment, client, free_port, is_terminal, log_in_at};
 
 const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/api/fixtures/original");
 const ALICE: &str = "6f1c2a10-0000-4000-8000-000000000001";
@@ -109,15 +109,6 @@ async fn sign_in(base: &str, email: &str) -> reqwest::Response {
         .expect("login")
 }
 
-async fn tokens(response: reqwest::Response) -> Tokens {
-    assert_eq!(response.status(), StatusCode::OK);
-    let body: Value = response.json().await.expect("json");
-    Tokens {
-        access: body["access_token"].as_str().expect("access").to_owned(),
-        refresh: body["refresh_token"].as_str().expect("refresh").to_owned(),
-    }
-}
-
 #[sqlx::test]
 async fn the_originals_data_comes_over_and_works_here(db: PgPool) {
     let original = OriginalDatabase::load().await;
@@ -162,14 +153,14 @@ async fn the_originals_data_comes_over_and_works_here(db: PgPool) {
 
     // The same password, under the email as this schema keeps it; the
     // bcrypt hash is replaced by an Argon2id one at that first login.
-    let alice = tokens(sign_in(&base, "alice@example.com").await).await;
+    let alice = log_in_at(&client(), &base, "alice@example.com", "original-password").await;
     let hash: String = sqlx::query_scalar("SELECT password_hash FROM users WHERE id = $1::uuid")
         .bind(ALICE)
         .fetch_one(&db)
         .await
         .expect("hash");
     assert!(hash.starts_with("$argon2id$"), "{hash}");
-    tokens(sign_in(&base, "alice@example.com").await).await;
+    log_in_at(&client(), &base, "alice@example.com", "original-password").await;
     assert_eq!(
         sign_in(&base, "gone@example.com").await.status(),
         StatusCode::UNAUTHORIZED
@@ -262,7 +253,7 @@ async fn the_originals_data_comes_over_and_works_here(db: PgPool) {
     assert_eq!(replayed["id"], SUCCEEDED_THERE);
 
     // The original's admin sees its dead letter.
-    let ops = tokens(sign_in(&base, "ops@example.com").await).await;
+    let ops = log_in_at(&client(), &base, "ops@example.com", "original-password").await;
     let dead: Value = get("/admin/failed-jobs".into(), &ops.access)
         .await
         .expect("dead letters")

@@ -37,12 +37,9 @@ pub fn extract(bytes: &[u8], limits: &Limits) -> Result<EmailExtraction, Extract
         }
     }
     let mut text = bodies.join("\n\n");
-    if text.len() > limits.max_text_bytes {
-        let mut end = limits.max_text_bytes;
-        while !text.is_char_boundary(end) {
-            end -= 1;
-        }
-        text.truncate(end);
+    let kept = crate::text::prefix_within(&text, limits.max_text_bytes).len();
+    if kept < text.len() {
+        text.truncate(kept);
         truncated = true;
     }
     let text = text.trim().to_owned();

@@ -247,17 +247,11 @@ impl Text {
         if self.truncated {
             return;
         }
-        let left = self.room.saturating_sub(self.out.len());
-        if s.len() <= left {
-            self.out.push_str(s);
-            return;
+        let kept = crate::text::prefix_within(s, self.room.saturating_sub(self.out.len()));
+        self.out.push_str(kept);
+        if kept.len() < s.len() {
+            self.truncated = true;
         }
-        let mut end = left;
-        while !s.is_char_boundary(end) {
-            end -= 1;
-        }
-        self.out.push_str(&s[..end]);
-        self.truncated = true;
     }
 }
 

@@ -270,35 +270,44 @@ impl<R: Read + Seek> Archive<R> {
     }
 
     fn ooxml_properties(&mut self) -> Result<DocumentProperties, ExtractError> {
-        let Some(xml) = self.optional_part("docProps/core.xml")? else {
-            return Ok(DocumentProperties::default());
-        };
-        properties(
-            &xml,
-            &[
-                (b"title", Field::Title),
-                (b"creator", Field::Author),
-                (b"subject", Field::Subject),
-                (b"created", Field::Created),
-                (b"modified", Field::Modified),
-            ],
+        self.properties(
+            "docProps/core.xml",
+            [b"title", b"creator", b"subject", b"created", b"modified"],
         )
     }
 
     fn open_document_properties(&mut self) -> Result<DocumentProperties, ExtractError> {
-        let Some(xml) = self.optional_part("meta.xml")? else {
-            return Ok(DocumentProperties::default());
-        };
-        properties(
-            &xml,
-            &[
-                (b"title", Field::Title),
-                (b"initial-creator", Field::Author),
-                (b"subject", Field::Subject),
-                (b"creation-date", Field::Created),
-                (b"date", Field::Modified),
+        self.properties(
+            "meta.xml",
+            [
+                b"title",
+                b"initial-creator",
+                b"subject",
+                b"creation-date",
+                b"date",
             ],
         )
+    }
+
+    /// The part's title, author, subject, creation and modification dates,
+    /// under these element names (local), in that order.
+    fn properties(
+        &mut self,
+        part: &str,
+        names: [&'static [u8]; 5],
+    ) -> Result<DocumentProperties, ExtractError> {
+        let Some(xml) = self.optional_part(part)? else {
+            return Ok(DocumentProperties::default());
+        };
+        let fields = [
+            Field::Title,
+            Field::Author,
+            Field::Subject,
+            Field::Created,
+            Field::Modified,
+        ];
+        let named: Vec<(&[u8], Field)> = names.into_iter().zip(fields).collect();
+        properties(&xml, &named)
     }
 }
 
@@ -425,17 +434,11 @@ impl Output {
         if self.truncated {
             return;
         }
-        let left = self.room.saturating_sub(self.text.len());
-        if s.len() <= left {
-            self.text.push_str(s);
-            return;
+        let kept = crate::text::prefix_within(s, self.room.saturating_sub(self.text.len()));
+        self.text.push_str(kept);
+        if kept.len() < s.len() {
+            self.truncated = true;
         }
-        let mut end = left;
-        while !s.is_char_boundary(end) {
-            end -= 1;
-        }
-        self.text.push_str(&s[..end]);
-        self.truncated = true;
     }
 
     fn newline(&mut self) {

@@ -865,17 +865,11 @@ impl<'a> TextReader<'a> {
     /// Appends text up to the page's room; what does not fit is dropped and
     /// the page is full.
     fn push_text(&mut self, text: &str) {
-        let room = self.room.saturating_sub(self.out.len());
-        if text.len() <= room {
-            self.out.push_str(text);
-            return;
+        let kept = crate::text::prefix_within(text, self.room.saturating_sub(self.out.len()));
+        self.out.push_str(kept);
+        if kept.len() < text.len() {
+            self.full = true;
         }
-        let mut end = room;
-        while !text.is_char_boundary(end) {
-            end -= 1;
-        }
-        self.out.push_str(&text[..end]);
-        self.full = true;
     }
 
     /// Inserts the space or line break between the last text and text that
@@ -953,19 +947,10 @@ fn number(object: &Object) -> Option<f64> {
 
 /// `text` cut to at most `room` bytes, on a character boundary.
 fn cut_to(text: &str, room: usize) -> PageText {
-    if text.len() <= room {
-        return PageText {
-            text: text.to_owned(),
-            cut: false,
-        };
-    }
-    let mut end = room;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
+    let kept = crate::text::prefix_within(text, room);
     PageText {
-        text: text[..end].to_owned(),
-        cut: true,
+        text: kept.to_owned(),
+        cut: kept.len() < text.len(),
     }
 }
 

@@ -24,6 +24,19 @@ pub fn extract(bytes: &[u8]) -> Result<TextExtraction, ExtractError> {
     })
 }
 
+/// The longest prefix of `text` within `max` bytes that ends between
+/// characters: how every extractor cuts text at its limit.
+pub(crate) fn prefix_within(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
 /// UTF-16 by its byte-order mark, or without one by its pattern of NULs:
 /// text in the Latin, Greek or Cyrillic ranges has a NUL in every other
 /// byte, on the high side of each unit. `None` for anything else.

@@ -320,15 +320,24 @@ pub async fn sign_in_at(
     if let Some(id) = request_id {
         assert_eq!(registered.headers()["x-request-id"], id);
     }
-    let login: Value = client
+    log_in_at(client, base, email, PASSWORD).await
+}
+
+/// Signs in to the API at `base` (asserting 200): a new session.
+pub async fn log_in_at(
+    client: &reqwest::Client,
+    base: &str,
+    email: &str,
+    password: &str,
+) -> Tokens {
+    let response = client
         .post(format!("{base}/api/v1/auth/login"))
-        .json(&credentials)
+        .json(&json!({"email": email, "password": password}))
         .send()
         .await
-        .expect("login")
-        .json()
-        .await
-        .expect("json");
+        .expect("login");
+    assert_eq!(response.status(), StatusCode::OK, "login as {email}");
+    let login: Value = response.json().await.expect("json");
     Tokens {
         access: login["access_token"].as_str().expect("access").to_owned(),
         refresh: login["refresh_token"].as_str().expect("refresh").to_owned(),
