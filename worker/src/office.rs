@@ -325,14 +325,11 @@ fn properties(xml: &[u8], fields: &[(&[u8], Field)]) -> Result<DocumentPropertie
     let mut reader = Reader::from_reader(xml);
     let mut current: Option<Field> = None;
     let mut value = String::new();
-    let mut depth = 0;
+    let mut depth = Depth::default();
     loop {
         match reader.read_event().map_err(xml_error)? {
             Event::Start(e) => {
-                depth += 1;
-                if depth > MAX_DEPTH {
-                    return Err(too_complex(format!("XML nested deeper than {MAX_DEPTH}")));
-                }
+                depth.open()?;
                 current = fields
                     .iter()
                     .find(|(name, _)| e.local_name().as_ref() == *name)
@@ -340,7 +337,7 @@ fn properties(xml: &[u8], fields: &[(&[u8], Field)]) -> Result<DocumentPropertie
                 value.clear();
             }
             Event::End(_) => {
-                depth = depth.saturating_sub(1);
+                depth.close();
                 if let Some(field) = current.take() {
                     let value: String = value.trim().chars().take(1000).collect();
                     if !value.is_empty() {
@@ -393,21 +390,36 @@ fn attribute_local(e: &BytesStart<'_>, local: &[u8]) -> Option<String> {
         })
 }
 
+/// Elements open at once while reading XML, at most [`MAX_DEPTH`].
+#[derive(Default)]
+struct Depth(usize);
+
+impl Depth {
+    fn open(&mut self) -> Result<(), ExtractError> {
+        self.0 += 1;
+        if self.0 > MAX_DEPTH {
+            return Err(too_complex(format!("XML nested deeper than {MAX_DEPTH}")));
+        }
+        Ok(())
+    }
+
+    fn close(&mut self) {
+        self.0 = self.0.saturating_sub(1);
+    }
+}
+
 /// Calls `f` on every start (or empty) element, bounded in depth.
 fn each_element(xml: &[u8], mut f: impl FnMut(&BytesStart<'_>)) -> Result<(), ExtractError> {
     let mut reader = Reader::from_reader(xml);
-    let mut depth = 0;
+    let mut depth = Depth::default();
     loop {
         match reader.read_event().map_err(xml_error)? {
             Event::Start(e) => {
-                depth += 1;
-                if depth > MAX_DEPTH {
-                    return Err(too_complex(format!("XML nested deeper than {MAX_DEPTH}")));
-                }
+                depth.open()?;
                 f(&e);
             }
             Event::Empty(e) => f(&e),
-            Event::End(_) => depth = depth.saturating_sub(1),
+            Event::End(_) => depth.close(),
             Event::Eof => return Ok(()),
             _ => {}
         }
@@ -529,7 +541,7 @@ fn read_text(
     on_part: &mut dyn FnMut(String, usize),
 ) -> Result<(), ExtractError> {
     let mut reader = Reader::from_reader(xml);
-    let mut depth = 0_usize;
+    let mut depth = Depth::default();
     let mut in_text = 0_usize;
     let mut in_paragraph = 0_usize;
     let mut skipping: Option<usize> = None;
@@ -543,14 +555,11 @@ fn read_text(
         }
         match event {
             Event::Start(e) => {
-                depth += 1;
-                if depth > MAX_DEPTH {
-                    return Err(too_complex(format!("XML nested deeper than {MAX_DEPTH}")));
-                }
+                depth.open()?;
                 let name = e.local_name();
                 let name = name.as_ref();
                 if skipping.is_none() && dialect.skip.contains(&name) {
-                    skipping = Some(depth);
+                    skipping = Some(depth.0);
                 }
                 if dialect.text == Some(name) {
                     in_text += 1;
@@ -629,10 +638,10 @@ fn read_text(
                     out.text.truncate(trimmed);
                     out.push("\n");
                 }
-                if skipping == Some(depth) {
+                if skipping == Some(depth.0) {
                     skipping = None;
                 }
-                depth = depth.saturating_sub(1);
+                depth.close();
             }
             Event::Text(t) => {
                 let wanted = match dialect.text {
@@ -686,14 +695,11 @@ fn shared_strings(xml: &[u8]) -> Result<Vec<String>, ExtractError> {
     let mut current = String::new();
     let mut in_t = false;
     let mut in_phonetic = false;
-    let mut depth = 0;
+    let mut depth = Depth::default();
     loop {
         match reader.read_event().map_err(xml_error)? {
             Event::Start(e) => {
-                depth += 1;
-                if depth > MAX_DEPTH {
-                    return Err(too_complex(format!("XML nested deeper than {MAX_DEPTH}")));
-                }
+                depth.open()?;
                 match e.local_name().as_ref() {
                     b"t" => in_t = true,
                     b"rPh" => in_phonetic = true,
@@ -703,7 +709,7 @@ fn shared_strings(xml: &[u8]) -> Result<Vec<String>, ExtractError> {
             }
             Event::Empty(e) if e.local_name().as_ref() == b"si" => strings.push(String::new()),
             Event::End(e) => {
-                depth = depth.saturating_sub(1);
+                depth.close();
                 match e.local_name().as_ref() {
                     b"t" => in_t = false,
                     b"rPh" => in_phonetic = false,
@@ -728,17 +734,14 @@ fn read_sheet(xml: &[u8], shared: &[String], out: &mut Output) -> Result<(), Ext
     let mut value = String::new();
     let mut in_value = false;
     let mut cells: Vec<String> = Vec::new();
-    let mut depth = 0;
+    let mut depth = Depth::default();
     loop {
         if out.truncated {
             return Ok(());
         }
         match reader.read_event().map_err(xml_error)? {
             Event::Start(e) => {
-                depth += 1;
-                if depth > MAX_DEPTH {
-                    return Err(too_complex(format!("XML nested deeper than {MAX_DEPTH}")));
-                }
+                depth.open()?;
                 match e.local_name().as_ref() {
                     b"c" => {
                         cell_type = attribute(&e, b"t");
@@ -750,7 +753,7 @@ fn read_sheet(xml: &[u8], shared: &[String], out: &mut Output) -> Result<(), Ext
                 }
             }
             Event::End(e) => {
-                depth = depth.saturating_sub(1);
+                depth.close();
                 match e.local_name().as_ref() {
                     b"v" | b"t" => in_value = false,
                     b"c" => {
