@@ -54,12 +54,9 @@ pub fn identify(head: &[u8], declared: Option<&str>) -> Result<ContentKind, Unsu
                 kind.extension()
             ))
         })?,
-        // Mail is text with a header block; one declared as plain text
-        // stays plain text.
-        None if looks_like_text(head)
-            && docflow_extract::email::looks_like_email(head)
-            && claims_something.as_deref() != Some("text/plain") =>
-        {
+        // Mail is text with a header block (declared as another text
+        // kind, it is that kind: see below).
+        None if looks_like_text(head) && docflow_extract::email::looks_like_email(head) => {
             ContentKind::Eml
         }
         None if looks_like_text(head) || docflow_extract::text::utf16(head).is_some() => {
@@ -72,7 +69,18 @@ pub fn identify(head: &[u8], declared: Option<&str>) -> Result<ContentKind, Unsu
         }
     };
     if let Some(claim) = claims_something {
-        let agrees = claim.parse::<ContentKind>().is_ok_and(|k| k == detected);
+        let claimed = claim.parse::<ContentKind>();
+        // Text takes the text kind it is declared as (Markdown, HTML,
+        // mail: the bytes cannot tell them apart for sure); any other
+        // text/* type (CSV, source code) is plain text to us.
+        if matches!(detected, ContentKind::Text | ContentKind::Eml) {
+            match &claimed {
+                Ok(kind) if kind.is_text() => return Ok(*kind),
+                Err(_) if claim.starts_with("text/") => return Ok(ContentKind::Text),
+                _ => {}
+            }
+        }
+        let agrees = claimed.is_ok_and(|k| k == detected);
         if !agrees {
             return Err(Unsupported(format!(
                 "declared as {claim} but the content is {detected}"
@@ -249,6 +257,30 @@ mod tests {
             identify(b"Dear diary,\nFrom: here", None),
             Ok(ContentKind::Text)
         );
+    }
+
+    /// Text is the text kind it is declared as; other text types are text.
+    #[test]
+    fn text_takes_its_declared_text_kind() {
+        let md = b"# Title\n\nSome *text*.\n";
+        assert_eq!(
+            identify(md, Some("text/markdown")),
+            Ok(ContentKind::Markdown)
+        );
+        assert_eq!(
+            identify(md, Some("text/x-markdown; charset=utf-8")),
+            Ok(ContentKind::Markdown)
+        );
+        assert_eq!(identify(md, None), Ok(ContentKind::Text));
+        assert_eq!(
+            identify(b"a,b\n1,2\n", Some("text/csv")),
+            Ok(ContentKind::Text)
+        );
+        assert_eq!(
+            identify(b"fragment <em>x</em>", Some("text/html")),
+            Ok(ContentKind::Html)
+        );
+        assert!(identify(b"a,b\n1,2\n", Some("application/pdf")).is_err());
     }
 
     #[test]

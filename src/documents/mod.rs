@@ -265,7 +265,7 @@ impl DocumentService {
             abandoned: true,
         };
         let mut hasher = Sha256::new();
-        let mut text = (kind == ContentKind::Text).then(TextCheck::default);
+        let mut text = kind.is_text().then(TextCheck::default);
         // Once `shutdown` has started, `abort` would panic: only delete then.
         let mut shutting_down = false;
 

@@ -274,6 +274,16 @@ async fn office_and_web_documents_are_read(db: PgPool) {
     let done = run_job(&app, &tokens, &id, Duration::from_secs(30)).await;
     assert_eq!(done["result"]["result"]["kind"], "text", "{done}");
 
+    // Markdown is text declared as Markdown (browsers send text/markdown).
+    let guide = b"# Guide\n\nRead *this* first.\n\n## Next\n\n- one\n".to_vec();
+    let id = upload_id(&app, &tokens, guide, "guide.md", "text/markdown").await;
+    let done = run_job(&app, &tokens, &id, Duration::from_secs(30)).await;
+    let result = &done["result"]["result"];
+    assert_eq!(result["kind"], "markdown", "{done}");
+    assert_eq!(result["title"], "Guide");
+    assert_eq!(result["text"], "Guide\nRead this first.\nNext\none");
+    assert_eq!(result["headings"][1]["title"], "Next");
+
     // A plain ZIP claiming nothing is refused at upload (415, saying so).
     let plain = zip_of(&[("readme.txt", b"just a zip")]);
     let refused = upload(&app, &tokens, plain.clone(), "a.zip", "application/zip").await;

@@ -18,10 +18,11 @@ pub enum ContentKind {
     Ods,
     Odp,
     Eml,
+    Markdown,
 }
 
 impl ContentKind {
-    pub const ALL: [Self; 12] = [
+    pub const ALL: [Self; 13] = [
         Self::Pdf,
         Self::Png,
         Self::Jpeg,
@@ -34,6 +35,7 @@ impl ContentKind {
         Self::Ods,
         Self::Odp,
         Self::Eml,
+        Self::Markdown,
     ];
 
     /// The canonical MIME type.
@@ -53,7 +55,13 @@ impl ContentKind {
             Self::Ods => "application/vnd.oasis.opendocument.spreadsheet",
             Self::Odp => "application/vnd.oasis.opendocument.presentation",
             Self::Eml => "message/rfc822",
+            Self::Markdown => "text/markdown",
         }
+    }
+
+    /// A kind whose content is text (its whole upload is checked to be).
+    pub fn is_text(self) -> bool {
+        matches!(self, Self::Text | Self::Html | Self::Markdown | Self::Eml)
     }
 
     /// An Office format: a ZIP archive of XML parts.
@@ -79,6 +87,7 @@ impl ContentKind {
             Self::Ods => "ods",
             Self::Odp => "odp",
             Self::Eml => "eml",
+            Self::Markdown => "md",
         }
     }
 }
@@ -91,7 +100,7 @@ impl fmt::Display for ContentKind {
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error(
-    "no extractor for content type {0:?} (supported: PDF, PNG, JPEG, plain text, HTML, DOCX, XLSX, PPTX, ODT, ODS, ODP, EML)"
+    "no extractor for content type {0:?} (supported: PDF, PNG, JPEG, plain text, HTML, DOCX, XLSX, PPTX, ODT, ODS, ODP, EML, Markdown)"
 )]
 pub struct UnsupportedContentType(pub String);
 
@@ -107,6 +116,12 @@ impl FromStr for ContentKind {
             .unwrap_or("")
             .trim()
             .to_ascii_lowercase();
+        // Names other tools use for the same formats.
+        let essence = match essence.as_str() {
+            "text/x-markdown" => "text/markdown".to_owned(),
+            "application/xhtml+xml" => "text/html".to_owned(),
+            _ => essence,
+        };
         Self::ALL
             .into_iter()
             .find(|kind| kind.mime() == essence)

@@ -14,6 +14,7 @@ pub mod email;
 mod glyph_names;
 mod html;
 pub mod image;
+mod markdown;
 pub mod ocr;
 mod office;
 pub mod pdf;
@@ -153,6 +154,12 @@ pub fn extract(
                 ExtractError::Transient(format!("cannot read the downloaded file: {e}"))
             })?;
             email::extract(&bytes, limits).map(ExtractionResult::Email)
+        }
+        ContentKind::Markdown => {
+            let bytes = std::fs::read(path).map_err(|e| {
+                ExtractError::Transient(format!("cannot read the downloaded file: {e}"))
+            })?;
+            markdown::extract(&bytes, limits).map(ExtractionResult::Markdown)
         }
         ContentKind::Docx
         | ContentKind::Xlsx

@@ -15,6 +15,7 @@ pub enum ExtractionResult {
     Office(Box<OfficeExtraction>),
     Html(HtmlExtraction),
     Email(EmailExtraction),
+    Markdown(MarkdownExtraction),
 }
 
 impl ExtractionResult {
@@ -26,6 +27,7 @@ impl ExtractionResult {
             Self::Office(office) => &office.text,
             Self::Html(html) => &html.text,
             Self::Email(email) => &email.text,
+            Self::Markdown(markdown) => &markdown.text,
         }
     }
 }
@@ -261,4 +263,28 @@ pub struct EmailAttachment {
     pub content_type: Option<String>,
     /// Decoded size.
     pub size_bytes: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct MarkdownExtraction {
+    /// The text a reader sees: no markup, blocks on lines of their own,
+    /// table cells separated by tabs.
+    pub text: String,
+    pub counts: TextCounts,
+    /// The first level-1 heading.
+    pub title: Option<String>,
+    /// The outline, in order (at most 1,000 headings).
+    pub headings: Vec<Heading>,
+    pub encoding: String,
+    pub language: Option<String>,
+    pub language_confidence: Option<f64>,
+    /// Text past the per-document limit was not read.
+    pub truncated: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Heading {
+    /// 1 to 6.
+    pub level: u32,
+    pub title: String,
 }

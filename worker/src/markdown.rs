@@ -1,0 +1,108 @@
+//! Markdown (CommonMark with tables): the text a reader sees, without the
+//! markup, and its outline. pulldown-cmark parses in linear time with no
+//! recursion limit to hit, and the text kept is bounded by
+//! `Limits::max_text_bytes`; the outline by [`MAX_HEADINGS`].
+
+use pulldown_cmark::{Event, Options, Parser, Tag, TagEnd};
+
+use crate::{
+    ExtractError, Limits,
+    result::{Heading, MarkdownExtraction, TextCounts},
+};
+
+/// Headings listed in the outline, at most.
+pub const MAX_HEADINGS: usize = 1_000;
+
+pub fn extract(bytes: &[u8], limits: &Limits) -> Result<MarkdownExtraction, ExtractError> {
+    let source = crate::text::extract(bytes)?;
+    let mut out = String::new();
+    let mut headings = Vec::new();
+    let mut heading: Option<(u32, String)> = None;
+    let mut truncated = false;
+    let push = |out: &mut String, s: &str, truncated: &mut bool| {
+        let kept = crate::text::prefix_within(s, limits.max_text_bytes.saturating_sub(out.len()));
+        out.push_str(kept);
+        *truncated |= kept.len() < s.len();
+    };
+    for event in Parser::new_ext(
+        &source.text,
+        Options::ENABLE_TABLES | Options::ENABLE_STRIKETHROUGH,
+    ) {
+        if truncated {
+            break;
+        }
+        match event {
+            Event::Text(text) | Event::Code(text) => {
+                if let Some((_, title)) = &mut heading {
+                    title.push_str(&text);
+                }
+                push(&mut out, &text, &mut truncated);
+            }
+            Event::SoftBreak => push(&mut out, " ", &mut truncated),
+            Event::HardBreak => push(&mut out, "\n", &mut truncated),
+            Event::Start(Tag::Heading { level, .. }) => {
+                heading = Some((level as u32, String::new()))
+            }
+            Event::End(TagEnd::Heading(_)) => {
+                if let Some((level, title)) = heading.take()
+                    && headings.len() < MAX_HEADINGS
+                {
+                    headings.push(Heading { level, title });
+                }
+                push(&mut out, "\n", &mut truncated);
+            }
+            Event::End(TagEnd::TableCell) => push(&mut out, "\t", &mut truncated),
+            Event::End(
+                TagEnd::Paragraph
+                | TagEnd::Item
+                | TagEnd::TableHead
+                | TagEnd::TableRow
+                | TagEnd::CodeBlock
+                | TagEnd::BlockQuote(_),
+            ) => {
+                let trimmed = out.trim_end_matches(['\t', ' ']).len();
+                out.truncate(trimmed);
+                if !out.ends_with('\n') {
+                    push(&mut out, "\n", &mut truncated);
+                }
+            }
+            _ => {}
+        }
+    }
+    let text = out.trim().to_owned();
+    Ok(MarkdownExtraction {
+        counts: TextCounts::of(&text),
+        title: headings
+            .iter()
+            .find(|h| h.level == 1)
+            .map(|h| h.title.clone()),
+        text,
+        headings,
+        encoding: source.encoding,
+        language: source.language,
+        language_confidence: source.language_confidence,
+        truncated,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_without_markup_and_its_outline() {
+        let source = b"# Guide\n\nSome *emphasis* and `code`, a [link](http://x).\n\n## Steps\n\n- one\n- two\n\n| a | b |\n|---|---|\n| 1 | 2 |\n";
+        let md = extract(source, &Limits::default()).expect("markdown");
+        assert_eq!(md.title.as_deref(), Some("Guide"));
+        assert_eq!(
+            md.text,
+            "Guide\nSome emphasis and code, a link.\nSteps\none\ntwo\na\tb\n1\t2"
+        );
+        let outline: Vec<_> = md
+            .headings
+            .iter()
+            .map(|h| (h.level, h.title.as_str()))
+            .collect();
+        assert_eq!(outline, [(1, "Guide"), (2, "Steps")]);
+    }
+}
