@@ -107,8 +107,11 @@ BT /F2 10 Tf 1 0 0 1 72 600 Tm <0001 0002> Tj ET";
         b"<< /Type /Page /Parent 3 0 R /Contents [6 0 R 8 0 R] /Resources 7 0 R /Rotate 90 >>"
             .to_vec(),
         stream("/Filter /FlateDecode", &deflate(page)),
-        b"<< /Font << /F1 9 0 R /F2 10 0 R >> /XObject << /Fm1 11 0 R >> >>".to_vec(),
-        stream("", b"BT /F1 8 Tf 72 72 Td (footer) Tj ET"),
+        b"<< /Font << /F1 9 0 R /F2 10 0 R /F3 14 0 R >> /XObject << /Fm1 11 0 R >> >>".to_vec(),
+        stream(
+            "",
+            b"BT /F1 8 Tf 72 72 Td (footer) Tj /F3 8 Tf (\x93\xfa\x96\x7b abc) Tj ET",
+        ),
         b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica /FirstChar 32 /LastChar 126 \
 /Widths [278 278 355 556 556 889 667 191 333 333 389 584 278 333 278 278] \
 /Encoding << /Differences [32 /space /uniFB01 /g123 /.notdef] >> >>"
@@ -123,6 +126,10 @@ BT /F2 10 Tf 1 0 0 1 72 600 Tm <0001 0002> Tj ET";
         b"<< /Type /Font /Subtype /CIDFontType2 /BaseFont /Fuzz /DW 1000 /W [1 [500 600] 3 9 700] >>"
             .to_vec(),
         stream("", cmap),
+        // A CJK font read through its predefined CMap (no ToUnicode).
+        b"<< /Type /Font /Subtype /Type0 /BaseFont /Mincho /Encoding /90ms-RKSJ-H \
+/DescendantFonts [12 0 R] >>"
+            .to_vec(),
     ]);
     let mut png = Vec::new();
     image::codecs::png::PngEncoder::new(&mut png)
@@ -141,7 +148,55 @@ BT /F2 10 Tf 1 0 0 1 72 600 Tm <0001 0002> Tj ET";
         (ContentKind::Pdf, pdf),
         (ContentKind::Png, png),
         (ContentKind::Jpeg, jpeg),
+        (ContentKind::Docx, office_seed()),
+        (
+            ContentKind::Html,
+            b"<!doctype html><html><head><meta charset=\"utf-8\"><title>T</title>\
+<style>p{}</style></head><body><h1>H &amp; &#x263A;</h1><p title='a>b'>x<br>y</p>\
+<table><tr><td>1</td></tr></table><pre> p </pre><!-- c --><script>s</script></body></html>"
+                .to_vec(),
+        ),
+        (
+            ContentKind::Eml,
+            b"From: A <a@example.com>\r\nTo: b@example.com\r\nSubject: =?UTF-8?B?w6k=?=\r\n\
+Date: Thu, 3 Dec 2026 09:00:00 +0000\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n\
+--b\r\nContent-Type: text/plain\r\n\r\nbody\r\n--b\r\nContent-Type: text/html\r\n\r\n\
+<p>x</p>\r\n--b\r\nContent-Disposition: attachment; filename=a.bin\r\n\
+Content-Transfer-Encoding: base64\r\n\r\nAAEC\r\n--b--\r\n"
+                .to_vec(),
+        ),
+        (
+            ContentKind::Markdown,
+            b"# T\n\n*a* `b` [c](d)\n\n| x | y |\n|---|---|\n| 1 | 2 |\n\n> q\n\n```\ncode\n```\n"
+                .to_vec(),
+        ),
     ]
+}
+
+/// A DOCX whose parts are stored, not deflated, so that mutations reach
+/// the XML and the archive's structure rather than only breaking the
+/// compressed stream.
+fn office_seed() -> Vec<u8> {
+    use std::io::Write;
+    let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let stored =
+        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    for (name, content) in [
+        ("[Content_Types].xml", &b"<Types/>"[..]),
+        (
+            "word/document.xml",
+            b"<w:document xmlns:w=\"w\"><w:body><w:p><w:pPr><w:tabs><w:tab/></w:tabs></w:pPr>\
+<w:r><w:t>Hello &amp; world</w:t><w:tab/><w:br/><w:t>again</w:t></w:r></w:p></w:body></w:document>",
+        ),
+        (
+            "docProps/core.xml",
+            b"<cp:coreProperties xmlns:cp=\"c\" xmlns:dc=\"d\"><dc:title>T</dc:title></cp:coreProperties>",
+        ),
+    ] {
+        zip.start_file(name, stored).expect("entry");
+        zip.write_all(content).expect("write");
+    }
+    zip.finish().expect("zip").into_inner()
 }
 
 fn mutate(rng: &mut Rng, input: &[u8], other: &[u8]) -> Vec<u8> {
