@@ -1491,7 +1491,14 @@ mod tests {
     /// as pdftotext reads them (lopdf printed the raw codes).
     #[test]
     fn cjk_fonts_with_predefined_cmaps_read_without_a_unicode_map() {
-        let cases: [(&str, Option<&str>, Vec<u8>, &str); 4] = [
+        let cases: [(&str, Option<&str>, Vec<u8>, &str); 5] = [
+            (
+                // Japanese set by CID through Adobe-Japan1's own table.
+                "Identity-H",
+                Some("Japan1"),
+                vec![0x04, 0x65, 0x00, 0x24],
+                "亜C",
+            ),
             (
                 "UniJIS-UCS2-H",
                 Some("Japan1"),
