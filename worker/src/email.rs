@@ -182,6 +182,32 @@ Content-Type: text/html; charset=utf-8\r\n\r\n<html><body><p>Hello <b>there</b><
         assert_eq!(mail.text, "Hello there");
     }
 
+    /// A message of 1,001 attachments lists 1,000 and counts all; its text
+    /// stops at the document's limit.
+    #[test]
+    fn attachments_and_text_are_bounded() {
+        let mut mail = String::from(
+            "From: a@example.com\r\nDate: Thu, 3 Dec 2026 09:00:00 +0000\r\n\
+             Content-Type: multipart/mixed; boundary=b\r\n\r\n\
+             --b\r\nContent-Type: text/plain\r\n\r\n0123456789 0123456789\r\n",
+        );
+        for i in 0..=MAX_ATTACHMENTS {
+            mail.push_str(&format!(
+                "--b\r\nContent-Disposition: attachment; filename=f{i}.bin\r\n\r\nx\r\n"
+            ));
+        }
+        mail.push_str("--b--\r\n");
+        let limits = Limits {
+            max_text_bytes: 10,
+            ..Limits::default()
+        };
+        let read = extract(mail.as_bytes(), &limits).expect("email");
+        assert_eq!(read.attachment_count, MAX_ATTACHMENTS as u64 + 1);
+        assert_eq!(read.attachments.len(), MAX_ATTACHMENTS);
+        assert_eq!(read.text, "0123456789");
+        assert!(read.truncated);
+    }
+
     #[test]
     fn ordinary_text_is_not_mail() {
         assert!(!looks_like_email(b"Dear diary,\nFrom: here\n"));

@@ -9,6 +9,7 @@
 use crate::{
     ExtractError, Limits,
     result::{HtmlExtraction, TextCounts},
+    text::Bounded,
 };
 
 /// Elements whose content is not shown.
@@ -63,7 +64,7 @@ pub fn extract(bytes: &[u8], limits: &Limits) -> Result<HtmlExtraction, ExtractE
     let mut in_title = false;
     let mut pre = 0_usize;
     let mut rest = html.as_ref();
-    while !rest.is_empty() && !reader.truncated {
+    while !rest.is_empty() && !reader.shown.truncated {
         let Some(open) = rest.find('<') else {
             reader.text(
                 rest,
@@ -123,7 +124,7 @@ pub fn extract(bytes: &[u8], limits: &Limits) -> Result<HtmlExtraction, ExtractE
             reader.newline();
         }
     }
-    let text = reader.out.trim().to_owned();
+    let text = reader.shown.text.trim().to_owned();
     let title = title
         .map(|t| t.split_whitespace().collect::<Vec<_>>().join(" "))
         .filter(|t| !t.is_empty());
@@ -141,7 +142,7 @@ pub fn extract(bytes: &[u8], limits: &Limits) -> Result<HtmlExtraction, ExtractE
         encoding: encoding.name().to_owned(),
         language,
         language_confidence,
-        truncated: reader.truncated,
+        truncated: reader.shown.truncated,
     })
 }
 
@@ -179,18 +180,15 @@ fn encoding_of(bytes: &[u8]) -> &'static encoding_rs::Encoding {
         .unwrap_or(encoding_rs::UTF_8)
 }
 
+/// The shown text, with HTML's whitespace rules on top of the limit.
 struct Text {
-    out: String,
-    room: usize,
-    truncated: bool,
+    shown: Bounded,
 }
 
 impl Text {
     fn new(room: usize) -> Self {
         Self {
-            out: String::new(),
-            room,
-            truncated: false,
+            shown: Bounded::new(room),
         }
     }
 
@@ -215,16 +213,16 @@ impl Text {
         let mut words = decoded.split_whitespace().peekable();
         if words.peek().is_none() {
             if !decoded.is_empty()
-                && !self.out.ends_with(char::is_whitespace)
-                && !self.out.is_empty()
+                && !self.shown.text.ends_with(char::is_whitespace)
+                && !self.shown.text.is_empty()
             {
                 self.push(" ");
             }
             return;
         }
         if decoded.starts_with(char::is_whitespace)
-            && !self.out.ends_with(char::is_whitespace)
-            && !self.out.is_empty()
+            && !self.shown.text.ends_with(char::is_whitespace)
+            && !self.shown.text.is_empty()
         {
             self.push(" ");
         }
@@ -236,22 +234,11 @@ impl Text {
     }
 
     fn newline(&mut self) {
-        let trimmed = self.out.trim_end_matches(' ').len();
-        self.out.truncate(trimmed);
-        if !self.out.is_empty() && !self.out.ends_with('\n') {
-            self.push("\n");
-        }
+        self.shown.newline();
     }
 
     fn push(&mut self, s: &str) {
-        if self.truncated {
-            return;
-        }
-        let kept = crate::text::prefix_within(s, self.room.saturating_sub(self.out.len()));
-        self.out.push_str(kept);
-        if kept.len() < s.len() {
-            self.truncated = true;
-        }
+        self.shown.push(s);
     }
 }
 
@@ -349,6 +336,17 @@ mod tests {
             "Heading\nOne & two three\nlink\nfirst\nsecond\na\tb\t\n  kept\n  as is"
         );
         assert!(!html.text.contains("alert"));
+    }
+
+    #[test]
+    fn text_stops_at_the_limit() {
+        let limits = Limits {
+            max_text_bytes: 8,
+            ..Limits::default()
+        };
+        let html = extract(b"<p>caf\xc3\xa9 au lait</p>", &limits).expect("html");
+        assert_eq!(html.text, "caf\u{e9} au");
+        assert!(html.truncated);
     }
 
     #[test]

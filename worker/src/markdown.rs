@@ -8,6 +8,7 @@ use pulldown_cmark::{Event, Options, Parser, Tag, TagEnd};
 use crate::{
     ExtractError, Limits,
     result::{Heading, MarkdownExtraction, TextCounts},
+    text::Bounded,
 };
 
 /// Headings listed in the outline, at most.
@@ -15,20 +16,14 @@ pub const MAX_HEADINGS: usize = 1_000;
 
 pub fn extract(bytes: &[u8], limits: &Limits) -> Result<MarkdownExtraction, ExtractError> {
     let source = crate::text::extract(bytes)?;
-    let mut out = String::new();
+    let mut out = Bounded::new(limits.max_text_bytes);
     let mut headings = Vec::new();
     let mut heading: Option<(u32, String)> = None;
-    let mut truncated = false;
-    let push = |out: &mut String, s: &str, truncated: &mut bool| {
-        let kept = crate::text::prefix_within(s, limits.max_text_bytes.saturating_sub(out.len()));
-        out.push_str(kept);
-        *truncated |= kept.len() < s.len();
-    };
     for event in Parser::new_ext(
         &source.text,
         Options::ENABLE_TABLES | Options::ENABLE_STRIKETHROUGH,
     ) {
-        if truncated {
+        if out.truncated {
             break;
         }
         match event {
@@ -36,10 +31,10 @@ pub fn extract(bytes: &[u8], limits: &Limits) -> Result<MarkdownExtraction, Extr
                 if let Some((_, title)) = &mut heading {
                     title.push_str(&text);
                 }
-                push(&mut out, &text, &mut truncated);
+                out.push(&text);
             }
-            Event::SoftBreak => push(&mut out, " ", &mut truncated),
-            Event::HardBreak => push(&mut out, "\n", &mut truncated),
+            Event::SoftBreak => out.push(" "),
+            Event::HardBreak => out.push("\n"),
             Event::Start(Tag::Heading { level, .. }) => {
                 heading = Some((level as u32, String::new()))
             }
@@ -49,9 +44,9 @@ pub fn extract(bytes: &[u8], limits: &Limits) -> Result<MarkdownExtraction, Extr
                 {
                     headings.push(Heading { level, title });
                 }
-                push(&mut out, "\n", &mut truncated);
+                out.push("\n");
             }
-            Event::End(TagEnd::TableCell) => push(&mut out, "\t", &mut truncated),
+            Event::End(TagEnd::TableCell) => out.push("\t"),
             Event::End(
                 TagEnd::Paragraph
                 | TagEnd::Item
@@ -60,16 +55,14 @@ pub fn extract(bytes: &[u8], limits: &Limits) -> Result<MarkdownExtraction, Extr
                 | TagEnd::CodeBlock
                 | TagEnd::BlockQuote(_),
             ) => {
-                let trimmed = out.trim_end_matches(['\t', ' ']).len();
-                out.truncate(trimmed);
-                if !out.ends_with('\n') {
-                    push(&mut out, "\n", &mut truncated);
-                }
+                let trimmed = out.text.trim_end_matches(['\t', ' ']).len();
+                out.text.truncate(trimmed);
+                out.newline();
             }
             _ => {}
         }
     }
-    let text = out.trim().to_owned();
+    let text = out.text.trim().to_owned();
     Ok(MarkdownExtraction {
         counts: TextCounts::of(&text),
         title: headings
@@ -81,7 +74,7 @@ pub fn extract(bytes: &[u8], limits: &Limits) -> Result<MarkdownExtraction, Extr
         encoding: source.encoding,
         language: source.language,
         language_confidence: source.language_confidence,
-        truncated,
+        truncated: out.truncated,
     })
 }
 
@@ -104,5 +97,20 @@ mod tests {
             .map(|h| (h.level, h.title.as_str()))
             .collect();
         assert_eq!(outline, [(1, "Guide"), (2, "Steps")]);
+    }
+
+    /// The outline stops at MAX_HEADINGS; the text at the document's limit.
+    #[test]
+    fn outline_and_text_are_bounded() {
+        let source = "## h\n\n".repeat(MAX_HEADINGS + 1);
+        let md = extract(source.as_bytes(), &Limits::default()).expect("markdown");
+        assert_eq!(md.headings.len(), MAX_HEADINGS);
+        let limits = Limits {
+            max_text_bytes: 7,
+            ..Limits::default()
+        };
+        let cut = extract(b"alpha beta gamma", &limits).expect("markdown");
+        assert_eq!(cut.text, "alpha b");
+        assert!(cut.truncated);
     }
 }

@@ -4,7 +4,7 @@
 //! Bounded by construction: the archive may list at most [`MAX_ENTRIES`]
 //! entries; a part is read only up to the per-stream inflation limit
 //! (`Limits::max_decompressed_bytes`), all parts together up to
-//! [`MAX_INFLATED_TOTAL`], and a part that inflates more than
+//! [`PARTS_PER_ARCHIVE`] times that (256 MiB by default), and a part that inflates more than
 //! [`MAX_RATIO`] times its stored size (past 1 MiB) is a zip bomb, refused
 //! with `too_complex`. XML is read as a stream of events by quick-xml,
 //! which expands no entities beyond the five predefined ones and character
@@ -26,12 +26,15 @@ use quick_xml::{
 use crate::{
     ContentKind, ExtractError, Limits,
     result::{DocumentProperties, OfficeExtraction, OfficePart, TextCounts},
+    text::Bounded as Output,
 };
 
 /// Entries an archive may list.
 pub const MAX_ENTRIES: usize = 10_000;
 /// Bytes all the parts read may inflate to together.
-pub const MAX_INFLATED_TOTAL: u64 = 256 * 1024 * 1024;
+/// All parts read from one archive inflate to at most this many times the
+/// per-part limit together.
+pub const PARTS_PER_ARCHIVE: u64 = 4;
 /// Inflated size over stored size past which a large part is a bomb.
 pub const MAX_RATIO: u64 = 200;
 /// XML elements open at once.
@@ -66,7 +69,7 @@ pub fn extract(
                 let start = out.text.len();
                 read_text(&xml, &Dialect::DRAWING, &mut out, &mut |_, _| {})?;
                 parts.push(part(format!("Slide {}", n + 1), &out.text[start..]));
-                out.end_part();
+                end_part(&mut out);
             }
             archive.ooxml_properties()?
         }
@@ -86,7 +89,7 @@ pub fn extract(
                     .cloned()
                     .unwrap_or_else(|| format!("Sheet {}", n + 1));
                 parts.push(part(name, &out.text[start..]));
-                out.end_part();
+                end_part(&mut out);
             }
             archive.ooxml_properties()?
         }
@@ -146,6 +149,7 @@ struct Archive<R> {
     zip: zip::ZipArchive<R>,
     format: &'static str,
     max_part: u64,
+    max_total: u64,
     inflated: u64,
 }
 
@@ -166,6 +170,7 @@ impl<R: Read + Seek> Archive<R> {
             zip,
             format,
             max_part: limits.max_decompressed_bytes as u64,
+            max_total: (limits.max_decompressed_bytes as u64).saturating_mul(PARTS_PER_ARCHIVE),
             inflated: 0,
         })
     }
@@ -192,7 +197,8 @@ impl<R: Read + Seek> Archive<R> {
             }
         };
         let stored = entry.compressed_size();
-        let room = self.max_part.min(MAX_INFLATED_TOTAL - self.inflated);
+        let total_left = self.max_total.saturating_sub(self.inflated);
+        let room = self.max_part.min(total_left);
         let mut bytes = Vec::new();
         (&mut entry)
             .take(room + 1)
@@ -205,10 +211,15 @@ impl<R: Read + Seek> Archive<R> {
             })?;
         let inflated = bytes.len() as u64;
         if inflated > room {
-            return Err(too_complex(format!(
-                "{name} inflates past {} MiB",
-                room / (1024 * 1024)
-            )));
+            let mib = |bytes: u64| bytes as f64 / (1024.0 * 1024.0);
+            return Err(too_complex(if room == self.max_part {
+                format!("{name} inflates past {:.1} MiB", mib(room))
+            } else {
+                format!(
+                    "the archive's parts inflate past {:.1} MiB together",
+                    mib(self.max_total)
+                )
+            }));
         }
         if inflated > 1024 * 1024 && inflated > stored.saturating_mul(MAX_RATIO) {
             return Err(too_complex(format!(
@@ -426,45 +437,11 @@ fn each_element(xml: &[u8], mut f: impl FnMut(&BytesStart<'_>)) -> Result<(), Ex
     }
 }
 
-/// Text gathered under the document's text limit.
-struct Output {
-    text: String,
-    room: usize,
-    truncated: bool,
-}
-
-impl Output {
-    fn new(room: usize) -> Self {
-        Self {
-            text: String::new(),
-            room,
-            truncated: false,
-        }
-    }
-
-    fn push(&mut self, s: &str) {
-        if self.truncated {
-            return;
-        }
-        let kept = crate::text::prefix_within(s, self.room.saturating_sub(self.text.len()));
-        self.text.push_str(kept);
-        if kept.len() < s.len() {
-            self.truncated = true;
-        }
-    }
-
-    fn newline(&mut self) {
-        if !self.text.is_empty() && !self.text.ends_with('\n') {
-            self.push("\n");
-        }
-    }
-
-    /// Parts (slides, sheets) are separated by a form feed, as PDF pages.
-    fn end_part(&mut self) {
-        let trimmed = self.text.trim_end().len();
-        self.text.truncate(trimmed);
-        self.push("\u{c}");
-    }
+/// Parts (slides, sheets) are separated by a form feed, as PDF pages.
+fn end_part(out: &mut Output) {
+    let trimmed = out.text.trim_end().len();
+    out.text.truncate(trimmed);
+    out.push("\u{c}");
 }
 
 /// Which elements of an XML vocabulary hold text and what the others mean.
@@ -571,7 +548,7 @@ fn read_text(
                     && name == part
                 {
                     if parts > 0 {
-                        out.end_part();
+                        end_part(out);
                     }
                     parts += 1;
                     let label = attribute_local(&e, attr).unwrap_or_else(|| format!("{}", parts));
@@ -986,6 +963,44 @@ mod tests {
             matches!(&nested, ExtractError::Permanent(m) if m.contains("nested deeper")),
             "{nested:?}"
         );
+    }
+
+    /// Parts under the per-part limit still may not add up past the
+    /// archive's; a cell repeated thousands of times is written 100 times.
+    #[test]
+    fn parts_add_up_to_a_limit_and_repeats_are_capped() {
+        let workbook = br#"<workbook xmlns:r="r"><sheets><sheet name="A" r:id="r1"/><sheet name="B" r:id="r2"/><sheet name="C" r:id="r3"/><sheet name="D" r:id="r4"/><sheet name="E" r:id="r5"/></sheets></workbook>"#;
+        let rels: String = (1..=5)
+            .map(|i| format!(r#"<Relationship Id="r{i}" Target="worksheets/s{i}.xml"/>"#))
+            .collect();
+        let rels = format!("<Relationships>{rels}</Relationships>");
+        let sheet = format!(
+            "<worksheet><sheetData><row><c><v>{}</v></c></row></sheetData></worksheet>",
+            "7".repeat(250 * 1024)
+        );
+        let names: Vec<String> = (1..=5).map(|i| format!("xl/worksheets/s{i}.xml")).collect();
+        let mut parts: Vec<(&str, &[u8])> = vec![
+            ("xl/workbook.xml", workbook),
+            ("xl/_rels/workbook.xml.rels", rels.as_bytes()),
+        ];
+        parts.extend(names.iter().map(|n| (n.as_str(), sheet.as_bytes())));
+        let file = archive(&parts);
+        let limits = Limits {
+            max_decompressed_bytes: 256 * 1024,
+            ..Limits::default()
+        };
+        let err = extract(file.path(), ContentKind::Xlsx, &limits).expect_err("total");
+        assert!(
+            matches!(&err, ExtractError::Permanent(m) if m == "too_complex: the archive's parts inflate past 1.0 MiB together"),
+            "{err:?}"
+        );
+
+        let ods = br#"<office:document-content xmlns:office="o" xmlns:table="t" xmlns:text="x"><office:body><office:spreadsheet>
+            <table:table table:name="R"><table:table-row>
+              <table:table-cell table:number-columns-repeated="5000"><text:p>x</text:p></table:table-cell>
+            </table:table-row></table:table></office:spreadsheet></office:body></office:document-content>"#;
+        let sheet = read(ContentKind::Ods, &[("content.xml", ods)]).expect("ods");
+        assert_eq!(sheet.text.matches('x').count(), MAX_REPEAT);
     }
 
     #[test]

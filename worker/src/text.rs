@@ -24,6 +24,45 @@ pub fn extract(bytes: &[u8]) -> Result<TextExtraction, ExtractError> {
     })
 }
 
+/// Text gathered up to a byte limit, as every extractor keeps it: what does
+/// not fit is dropped, and `truncated` says so.
+#[derive(Debug)]
+pub(crate) struct Bounded {
+    pub(crate) text: String,
+    room: usize,
+    pub(crate) truncated: bool,
+}
+
+impl Bounded {
+    pub(crate) fn new(room: usize) -> Self {
+        Self {
+            text: String::new(),
+            room,
+            truncated: false,
+        }
+    }
+
+    pub(crate) fn push(&mut self, s: &str) {
+        if self.truncated {
+            return;
+        }
+        let kept = prefix_within(s, self.room.saturating_sub(self.text.len()));
+        self.text.push_str(kept);
+        if kept.len() < s.len() {
+            self.truncated = true;
+        }
+    }
+
+    /// Ends the line (trailing spaces dropped) unless there is none to end.
+    pub(crate) fn newline(&mut self) {
+        let trimmed = self.text.trim_end_matches(' ').len();
+        self.text.truncate(trimmed);
+        if !self.text.is_empty() && !self.text.ends_with('\n') {
+            self.push("\n");
+        }
+    }
+}
+
 /// The longest prefix of `text` within `max` bytes that ends between
 /// characters: how every extractor cuts text at its limit.
 pub(crate) fn prefix_within(text: &str, max: usize) -> &str {
