@@ -43,8 +43,8 @@ pub async fn build_state_with_db(
     topology: Topology,
     db: PgPool,
 ) -> anyhow::Result<AppState> {
-    let ephemeral = match (&config.redis_url, topology) {
-        (Some(url), _) => Ephemeral::redis(url.expose_secret(), config.redis_key_prefix.clone())
+    let ephemeral = match (&config.redis.url, topology) {
+        (Some(url), _) => Ephemeral::redis(url.expose_secret(), config.redis.key_prefix.clone())
             .await
             .context("REDIS_URL: cannot build a Redis client")?,
         (None, Topology::SingleNode) => Ephemeral::in_process(),
@@ -55,14 +55,14 @@ pub async fn build_state_with_db(
     };
     // Status events reach this process's streams through one Redis
     // subscription, or straight from the in-process worker.
-    let (hub, publisher) = match (&ephemeral, &config.redis_url) {
+    let (hub, publisher) = match (&ephemeral, &config.redis.url) {
         (Ephemeral::Redis(redis), Some(url)) => {
             let hub = Hub::new(false);
-            live::fanout::spawn(url.expose_secret(), &config.redis_key_prefix, hub.clone())
+            live::fanout::spawn(url.expose_secret(), &config.redis.key_prefix, hub.clone())
                 .context("REDIS_URL: cannot build a Redis client")?;
             // Redis can be down, or a writer may fail to publish: the hub
             // reads Postgres for all its streams at once meanwhile.
-            live::poller::spawn(hub.clone(), db.clone(), config.sse_keepalive);
+            live::poller::spawn(hub.clone(), db.clone(), config.live.keepalive);
             (hub, Publisher::Redis(redis.clone()))
         }
         _ => {
@@ -71,28 +71,29 @@ pub async fn build_state_with_db(
         }
     };
     let storage = Storage::open(&config.storage)?;
-    let keys = TokenKeys::new(config.jwt_secret.expose_secret()).context("JWT_SECRET: unusable")?;
+    let keys =
+        TokenKeys::new(config.auth.jwt_secret.expose_secret()).context("JWT_SECRET: unusable")?;
     let auth = AuthService::new(
         db.clone(),
         keys,
         ephemeral.clone(),
         publisher.clone(),
-        config.stream_token_ttl,
+        config.live.stream_token_ttl,
     );
     let jobs = JobService::new(
         db.clone(),
-        config.job_max_attempts,
-        config.idempotency_ttl,
-        config.ocr_languages.clone(),
+        config.jobs.max_attempts,
+        config.jobs.idempotency_ttl,
+        config.ocr.languages.clone(),
         publisher.clone(),
     );
     let documents = DocumentService::new(
         db.clone(),
         storage.clone(),
-        LinkSigner::new(config.jwt_secret.expose_secret()),
-        config.max_upload_bytes,
-        config.allowed_content_types.clone(),
-        config.download_url_ttl,
+        LinkSigner::new(config.auth.jwt_secret.expose_secret()),
+        config.uploads.max_bytes,
+        config.uploads.allowed_content_types.clone(),
+        config.uploads.download_url_ttl,
     );
     Ok(AppState {
         config: Arc::new(config),
@@ -135,7 +136,7 @@ pub async fn shutdown_on_signal(token: CancellationToken) {
 }
 
 async fn serve_api(state: AppState, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let addr = state.config.bind_addr;
+    let addr = state.config.http.bind_addr;
     let listener = TcpListener::bind(addr)
         .await
         .with_context(|| format!("BIND_ADDR: cannot listen on {addr}"))?;
@@ -157,12 +158,12 @@ pub async fn run_api(config: Config) -> anyhow::Result<()> {
 }
 
 pub async fn run_worker(config: Config) -> anyhow::Result<()> {
-    worker::check_tesseract(config.tesseract_enabled, config.ocr_languages.as_str())?;
+    worker::check_tesseract(config.ocr.enabled, config.ocr.languages.as_str())?;
     let db = db::connect_lazy(&config).context("DATABASE_URL: invalid")?;
     let storage = Storage::open(&config.storage)?;
     let mut setup = WorkerSetup::from_config(&config, db, storage);
-    setup.publisher = match &config.redis_url {
-        Some(url) => match Ephemeral::redis(url.expose_secret(), config.redis_key_prefix.clone())
+    setup.publisher = match &config.redis.url {
+        Some(url) => match Ephemeral::redis(url.expose_secret(), config.redis.key_prefix.clone())
             .await
             .context("REDIS_URL: cannot build a Redis client")?
         {
@@ -190,8 +191,8 @@ pub async fn run_all_in_one(config: Config) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     tokio::spawn(shutdown_on_signal(shutdown.clone()));
     worker::check_tesseract(
-        state.config.tesseract_enabled,
-        state.config.ocr_languages.as_str(),
+        state.config.ocr.enabled,
+        state.config.ocr.languages.as_str(),
     )?;
     let mut setup =
         WorkerSetup::from_config(&state.config, state.db.clone(), state.storage.clone());

@@ -110,7 +110,7 @@ pub async fn run(config: &Config, target: &PgPool, source: Source) -> anyhow::Re
                 .and_then(|c| Storage::open(&c))
         })
         .transpose()?;
-    let ttl = config.idempotency_ttl.as_secs_f64();
+    let ttl = config.jobs.idempotency_ttl.as_secs_f64();
 
     let mut users = Count::default();
     let mut batches = Batches::of(&original, &USERS);

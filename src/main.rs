@@ -140,7 +140,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let _telemetry = telemetry::init(config.otlp_endpoint.as_ref(), &config.otel_service_name);
+    let _telemetry = telemetry::init(
+        config.telemetry.otlp_endpoint.as_ref(),
+        &config.telemetry.service_name,
+    );
     docflow::config::legacy_env::log(&config.legacy_notes);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,

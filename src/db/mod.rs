@@ -34,9 +34,9 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 /// Opens the pool lazily: the API starts (and reports not-ready) while
 /// Postgres is down, instead of crash-looping.
 pub fn connect_lazy(config: &Config) -> Result<PgPool, sqlx::Error> {
-    let options: PgConnectOptions = config.database_url.expose_secret().parse()?;
+    let options: PgConnectOptions = config.database.url.expose_secret().parse()?;
     Ok(PgPoolOptions::new()
-        .max_connections(config.database_max_connections)
+        .max_connections(config.database.max_connections)
         .acquire_timeout(Duration::from_secs(5))
         .connect_lazy_with(oltp(options).application_name("docflow")))
 }

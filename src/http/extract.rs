@@ -157,7 +157,7 @@ impl FromRequestParts<AppState> for ClientIp {
         Ok(Self(client_ip(
             peer,
             &parts.headers,
-            &state.config.trusted_proxies,
+            &state.config.http.trusted_proxies,
         )))
     }
 }

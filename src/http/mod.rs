@@ -86,8 +86,8 @@ pub fn router(state: AppState) -> Router {
     crate::metrics::register_api_series();
     let mut api = OpenApi::default();
     let timeouts = Timeouts {
-        default: state.config.request_timeout,
-        upload: state.config.upload_timeout,
+        default: state.config.http.request_timeout,
+        upload: state.config.uploads.timeout,
     };
     let cors = cors_layer(&state.config);
 
@@ -124,9 +124,9 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let hub = state.hub.clone();
-    let mut limits = state.config.connections;
+    let mut limits = state.config.http.connections;
     limits.max_connections = serve::fit_to_fd_limit(limits.max_connections);
-    let trusted = state.config.trusted_proxies.clone();
+    let trusted = state.config.http.trusted_proxies.clone();
     serve::serve_bounded(
         listener,
         router(state),
@@ -142,6 +142,7 @@ pub async fn serve(
 
 fn cors_layer(config: &Config) -> CorsLayer {
     let origins: Vec<HeaderValue> = config
+        .http
         .cors_origins
         .iter()
         .filter_map(|origin| HeaderValue::from_str(origin).ok())

@@ -1,6 +1,6 @@
 //! Per-client request budgets, counted in the ephemeral store.
 
-use std::net::IpAddr;
+use std::{net::IpAddr, time::Duration};
 
 use super::{AppState, error::ApiError};
 use crate::ephemeral::RateDecision;
@@ -13,11 +13,11 @@ pub async fn limit_auth_endpoint(
     endpoint: &str,
     ip: IpAddr,
 ) -> Result<(), ApiError> {
-    let limit = state.config.auth_rate_limit;
+    let requests = state.config.auth.rate_limit_per_minute;
     let bucket = format!("auth:{endpoint}:{ip}");
     match state
         .ephemeral
-        .hit_rate_limit(&bucket, limit.requests, limit.window)
+        .hit_rate_limit(&bucket, requests, Duration::from_secs(60))
         .await
     {
         Ok(RateDecision::Allowed) => Ok(()),

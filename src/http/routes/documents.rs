@@ -290,7 +290,7 @@ async fn upload_document(
     CurrentUser(user): CurrentUser,
     FileUpload(multipart): FileUpload,
 ) -> Result<(StatusCode, Json<DocumentOut>), ApiError> {
-    let limit = state.config.upload_rate_limit_per_minute;
+    let limit = state.config.uploads.rate_limit_per_minute;
     let bucket = format!("upload:{}", user.user_id);
     match state
         .ephemeral
@@ -468,7 +468,7 @@ pub struct DownloadUrl {
 
 /// The URL clients reach us at: PUBLIC_BASE_URL, else the request's Host.
 fn base_url(state: &AppState, headers: &HeaderMap) -> Result<Url, ApiError> {
-    if let Some(base) = &state.config.public_base_url {
+    if let Some(base) = &state.config.http.public_base_url {
         return Ok(base.clone());
     }
     let host = headers

@@ -78,8 +78,8 @@ async fn job_events(
     let (owner, session) = stream_caller(&state, &headers, params.token.as_deref(), job_id).await?;
     state.jobs.get(owner, job_id).await?;
     let caps = StreamCaps {
-        per_user: state.config.sse_max_streams_per_user,
-        total: state.config.sse_max_streams,
+        per_user: state.config.live.max_streams_per_user,
+        total: state.config.live.max_streams,
     };
     let admitted = state.hub.admit(owner, caps).map_err(|refused| {
         let message = match refused {
@@ -102,7 +102,7 @@ async fn job_events(
         None => Start::Snapshot,
     };
     let limits = StreamLimits {
-        max_duration: state.config.sse_max_stream,
+        max_duration: state.config.live.max_stream,
     };
     // Subscribed before `follow` reads Postgres, so nothing slips between.
     let subscription = state.hub.subscribe(job_id);
@@ -114,7 +114,7 @@ async fn job_events(
         Some(events) => EventStream::new(
             events.take_until(state.hub.session_revoked(session)),
             admitted,
-            state.config.sse_keepalive,
+            state.config.live.keepalive,
         ),
         None => EventStream::finished(),
     })
