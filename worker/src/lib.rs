@@ -22,6 +22,7 @@ mod pdf_cjk;
 mod pdf_content;
 mod pdf_ocr;
 mod pdf_text;
+mod pdf_type1;
 pub mod pool;
 pub mod protocol;
 pub mod result;

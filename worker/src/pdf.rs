@@ -518,7 +518,7 @@ fn info(document: &Document) -> PdfInfo {
 
 /// PDF text strings are UTF-16BE with a BOM, or PDFDocEncoding (close
 /// enough to Latin-1 for metadata).
-fn decode_pdf_string(bytes: &[u8]) -> String {
+pub(crate) fn decode_pdf_string(bytes: &[u8]) -> String {
     if let Some(utf16) = bytes.strip_prefix(&[0xfe, 0xff]) {
         let units: Vec<u16> = utf16
             .chunks_exact(2)

@@ -52,6 +52,9 @@ pub const MAX_DOCUMENT_OPERATIONS: usize = 20_000_000;
 /// Nested `q` (saved graphics states) kept, at most; deeper saves are
 /// ignored (hostile streams push without popping).
 const MAX_SAVED_STATES: usize = 256;
+/// Marked-content sequences open at once that are tracked; deeper ones are
+/// counted only, so their `EMC`s still pair up.
+const MAX_MARKED: usize = 256;
 /// Text kept per page, at most (bytes).
 const MAX_PAGE_TEXT: usize = 8 << 20;
 /// Decoded streams kept for reuse across pages, at most (bytes).
@@ -253,7 +256,7 @@ impl Font<'_> {
         if let Some(cjk) = self.cjk {
             return cjk.decode(bytes);
         }
-        if let Some(table) = &self.differences {
+        if let Some(table) = &self.by_code {
             return bytes
                 .iter()
                 .map(|&b| table[usize::from(b)].as_str())
@@ -316,11 +319,9 @@ impl Widths {
 struct Font<'a> {
     /// The font's `/ToUnicode` map, when it has one beside an encoding.
     unicode: Option<Encoding<'a>>,
-    /// A simple font's `/Differences` over its base encoding, by code
-    /// (empty: a glyph that means no text). lopdf drops the whole table
-    /// when one glyph name is unknown to it (`/uniFB01`, `/g123`), so it is
-    /// read here, names through the Adobe Glyph List.
-    differences: Option<Vec<String>>,
+    /// A simple font's text by code (empty: a glyph that means no text),
+    /// where lopdf would misread it (see [`code_table`]).
+    by_code: Option<Vec<String>>,
     /// What lopdf reads the font's codes with otherwise.
     encoding: Option<Encoding<'a>>,
     widths: Widths,
@@ -397,6 +398,31 @@ pub struct TextReader<'a> {
     full: bool,
     out: String,
     last_end: Option<Pen>,
+    /// The marked-content sequences open on this page, innermost last.
+    marked: Vec<Marked>,
+    /// Sequences opened past `MAX_MARKED`, closed first.
+    marked_untracked: usize,
+    /// A spacing accent shown alone, held back to see whether the next
+    /// glyph is drawn under it (see [`TextReader::show`]).
+    accent: Option<HeldAccent>,
+}
+
+/// An open marked-content sequence (`BMC`/`BDC` … `EMC`).
+enum Marked {
+    Plain,
+    /// A span whose `/ActualText` stands for the glyphs it shows (PDF
+    /// 32000-1, 14.9.4): ligatures, hyphens, decimal points a ToUnicode map
+    /// reads differently. The text is written once, where its first glyph
+    /// is; `None` once written.
+    ActualText(Option<String>),
+}
+
+/// A spacing accent (`¨`, `´`, `ˆ`…) waiting for the glyph it may sit on.
+struct HeldAccent {
+    /// The combining mark it becomes over a letter.
+    mark: char,
+    /// The accent as shown, if it turns out to stand alone.
+    spacing: String,
 }
 
 impl<'a> TextReader<'a> {
@@ -418,6 +444,9 @@ impl<'a> TextReader<'a> {
             full: false,
             out: String::new(),
             last_end: None,
+            marked: Vec::new(),
+            marked_untracked: 0,
+            accent: None,
         }
     }
 
@@ -463,6 +492,9 @@ impl<'a> TextReader<'a> {
         self.full = false;
         self.out = String::new();
         self.last_end = None;
+        self.marked.clear();
+        self.marked_untracked = 0;
+        self.accent = None;
         let mut state = State::default();
         // A page's streams are one content stream cut in pieces.
         let operations = contents.iter().flat_map(|bytes| Operations::new(bytes));
@@ -476,6 +508,7 @@ impl<'a> TextReader<'a> {
                         ctm: appearance.placement,
                         ..State::default()
                     };
+                    self.release_accent();
                     self.last_end = None;
                     if !self.out.is_empty() && !self.out.ends_with('\n') {
                         self.push_text("\n");
@@ -484,6 +517,7 @@ impl<'a> TextReader<'a> {
                 }
                 Ok(())
             });
+        self.release_accent();
         let cut = match read {
             Ok(()) => false,
             Err(Stop::TextFull) => true,
@@ -733,6 +767,29 @@ impl<'a> TextReader<'a> {
                     }
                 }
                 "T*" => move_line(state, 0.0, -state.leading),
+                "BMC" | "BDC" => {
+                    if self.marked.len() >= MAX_MARKED {
+                        self.marked_untracked += 1;
+                        continue;
+                    }
+                    let actual = operands
+                        .get(1)
+                        .and_then(|o| o.as_dict().ok())
+                        .and_then(|properties| properties.get(b"ActualText").ok())
+                        .and_then(|text| text.as_str().ok())
+                        .map(crate::pdf::decode_pdf_string);
+                    self.marked.push(match actual {
+                        Some(text) => Marked::ActualText(Some(text)),
+                        None => Marked::Plain,
+                    });
+                }
+                "EMC" => {
+                    if self.marked_untracked > 0 {
+                        self.marked_untracked -= 1;
+                    } else {
+                        self.marked.pop();
+                    }
+                }
                 "Tj" => {
                     if let Some(bytes) = operands.first().and_then(|o| o.as_str().ok()) {
                         self.show(state, bytes);
@@ -837,13 +894,25 @@ impl<'a> TextReader<'a> {
         let Some(font) = state.font.clone() else {
             return;
         };
-        let text = font.decode(bytes);
         let rendering = state.text.then(state.ctm);
         let start = rendering.origin();
         let direction = unit(rendering.0[0], rendering.0[1]);
         let size = (state.size * rendering.0[2].hypot(rendering.0[3])).abs();
-        self.separate(start, direction, size, &text);
-        self.push_text(&text);
+        // Inside a span with an ActualText (the outermost one wins), the
+        // span's text replaces what its glyphs decode to.
+        let replaced = self.marked.iter_mut().find_map(|marked| match marked {
+            Marked::ActualText(text) => Some(text.take()),
+            Marked::Plain => None,
+        });
+        match replaced {
+            Some(Some(actual)) => {
+                self.release_accent();
+                self.separate(start, direction, size, &actual);
+                self.push_text(&actual);
+            }
+            Some(None) => {}
+            None => self.place(&font.decode(bytes), start, direction, size),
+        }
 
         let mut advance = 0.0;
         font.each_advance(bytes, |units, space| {
@@ -860,6 +929,65 @@ impl<'a> TextReader<'a> {
             direction,
             size,
         });
+    }
+
+    /// Writes the text of one shown string that starts at `start`, joining a
+    /// lone spacing accent to the letter it is drawn over. TeX and other
+    /// typesetters build accented letters from two glyphs (`\"a`: the
+    /// accent, a step back, the `a`; or the letter, then the accent moved
+    /// back over it); pdftotext and pdfium read them as one letter, and a
+    /// reader sees one word.
+    fn place(&mut self, text: &str, start: (f64, f64), direction: (f64, f64), size: f64) {
+        let back = self.last_end.map(|pen| {
+            let along =
+                (start.0 - pen.end.0) * pen.direction.0 + (start.1 - pen.end.1) * pen.direction.1;
+            along < -ACCENT_OVERLAP * size.max(pen.size) && along > -2.0 * size.max(pen.size)
+        });
+        if let Some(mark) = combining_accent(text) {
+            self.release_accent();
+            // Drawn back over the letter just written: it accents that one.
+            if back == Some(true)
+                && self
+                    .out
+                    .chars()
+                    .next_back()
+                    .is_some_and(char::is_alphabetic)
+            {
+                self.push_text(mark.encode_utf8(&mut [0; 4]));
+                return;
+            }
+            // Else it may accent the next glyph: hold it until then.
+            self.separate(start, direction, size, text);
+            self.accent = Some(HeldAccent {
+                mark,
+                spacing: text.to_owned(),
+            });
+            return;
+        }
+        if let Some(held) = self.accent.take() {
+            let mut chars = text.chars();
+            if back == Some(true)
+                && let Some(first) = chars.next()
+                && first.is_alphabetic()
+            {
+                let mut joined = String::with_capacity(text.len() + 4);
+                joined.push(first);
+                joined.push(held.mark);
+                joined.push_str(chars.as_str());
+                self.push_text(&joined);
+                return;
+            }
+            self.push_text(&held.spacing);
+        }
+        self.separate(start, direction, size, text);
+        self.push_text(text);
+    }
+
+    /// Writes a held accent as shown: nothing came to sit under it.
+    fn release_accent(&mut self) {
+        if let Some(held) = self.accent.take() {
+            self.push_text(&held.spacing);
+        }
     }
 
     /// Appends text up to the page's room; what does not fit is dropped and
@@ -899,6 +1027,35 @@ impl<'a> TextReader<'a> {
             self.push_text(separator.encode_utf8(&mut [0; 4]));
         }
     }
+}
+
+/// How far back (in ems) a glyph must be drawn over the previous one to
+/// sit on it rather than follow it: a kerning pair moves back less.
+const ACCENT_OVERLAP: f64 = 0.15;
+
+/// The combining mark of a spacing accent shown on its own.
+fn combining_accent(text: &str) -> Option<char> {
+    let mut chars = text.chars();
+    let accent = chars.next()?;
+    if chars.next().is_some() {
+        return None;
+    }
+    Some(match accent {
+        '`' => '\u{300}',
+        '\u{b4}' => '\u{301}',
+        '\u{2c6}' => '\u{302}',
+        '\u{2dc}' => '\u{303}',
+        '\u{af}' | '\u{2c9}' => '\u{304}',
+        '\u{2d8}' => '\u{306}',
+        '\u{2d9}' => '\u{307}',
+        '\u{a8}' => '\u{308}',
+        '\u{2da}' => '\u{30a}',
+        '\u{2dd}' => '\u{30b}',
+        '\u{2c7}' => '\u{30c}',
+        '\u{b8}' => '\u{327}',
+        '\u{2db}' => '\u{328}',
+        _ => return None,
+    })
 }
 
 fn move_line(state: &mut State<'_>, tx: f64, ty: f64) {
@@ -972,22 +1129,22 @@ fn load_font<'a>(
     let encoding = dict
         .get_font_encoding_with_limit(document, max_decompressed)
         .ok();
-    let differences = if composite {
+    let by_code = if composite {
         None
     } else {
-        differences(document, dict, max_decompressed)
+        code_table(document, dict, max_decompressed)
     };
     let cjk = if composite && dict.get(b"ToUnicode").is_err() {
         predefined_cmap(document, dict)
     } else {
         None
     };
-    if encoding.is_none() && differences.is_none() && cjk.is_none() {
+    if encoding.is_none() && by_code.is_none() && cjk.is_none() {
         return None;
     }
     let mut font = Font {
         unicode: unicode_map(document, dict, max_decompressed),
-        differences,
+        by_code,
         encoding,
         widths: if composite {
             cid_widths(document, dict)
@@ -1018,50 +1175,76 @@ fn load_font<'a>(
     Some(font)
 }
 
-/// A simple font's codes read through its `/Encoding` dictionary's
-/// `/Differences`: the base encoding's reading of each code, then each
-/// named glyph's text. Only for tables that name a glyph outside the Adobe
-/// Glyph List, which lopdf silently drops whole (falling back to the base
-/// encoding for every code); the others lopdf reads as we would.
-fn differences(
+/// A simple font's text by code, where we must read it ourselves rather
+/// than leave it to lopdf: when the font's own program declares the base
+/// encoding (an embedded Type 1 font without `/Encoding`, or with
+/// `/Differences` and no `/BaseEncoding`), which lopdf ignores, reading
+/// StandardEncoding instead; and when `/Differences` name a glyph outside
+/// the Adobe Glyph List, which makes lopdf drop the table whole. The base
+/// encoding's reading of each code, then each named glyph's text.
+fn code_table(
     document: &Document,
     font: &Dictionary,
     max_decompressed: usize,
 ) -> Option<Vec<String>> {
-    let encoding = font.get_deref(b"Encoding", document).ok()?.as_dict().ok()?;
-    let changes = encoding
-        .get_deref(b"Differences", document)
-        .ok()?
-        .as_array()
-        .ok()?;
-    let lopdf_drops_it = changes.iter().any(|change| {
-        change
-            .as_name()
-            .is_ok_and(|name| !crate::glyph_names::is_listed(name))
+    let (base_name, changes) = match font.get_deref(b"Encoding", document) {
+        Err(_) => (None, None),
+        Ok(Object::Dictionary(encoding)) => (
+            encoding.get(b"BaseEncoding").and_then(Object::as_name).ok(),
+            encoding
+                .get_deref(b"Differences", document)
+                .and_then(Object::as_array)
+                .ok(),
+        ),
+        // A named encoding (WinAnsi, MacRoman…) is lopdf's to read.
+        Ok(_) => return None,
+    };
+    let builtin = base_name
+        .is_none()
+        .then(|| builtin_encoding(document, font, max_decompressed))
+        .flatten();
+    let lopdf_drops_it = changes.is_some_and(|changes| {
+        changes.iter().any(|change| {
+            change
+                .as_name()
+                .is_ok_and(|name| !crate::glyph_names::is_listed(name))
+        })
     });
-    if !lopdf_drops_it {
+    if builtin.is_none() && !lopdf_drops_it {
         return None;
     }
-    // The base: the same font with the encoding's base (or none, which
-    // lopdf reads as StandardEncoding), each code decoded alone.
-    let mut base_font = font.clone();
-    match encoding.get(b"BaseEncoding").and_then(Object::as_name) {
-        Ok(name) => base_font.set("Encoding", Object::Name(name.to_vec())),
-        Err(_) => base_font.set("Encoding", Object::Name(b"StandardEncoding".to_vec())),
-    }
-    base_font.remove(b"ToUnicode");
-    let base = base_font
-        .get_font_encoding_with_limit(document, max_decompressed)
-        .ok();
-    let mut table: Vec<String> = (0..=255_u8)
-        .map(|code| {
-            base.as_ref()
-                .and_then(|base| base.bytes_to_string(&[code]).ok())
-                .unwrap_or_default()
-        })
-        .collect();
+    let mut table: Vec<String> = match builtin {
+        Some(names) => names
+            .iter()
+            .map(|name| {
+                name.as_deref()
+                    .and_then(crate::glyph_names::to_text)
+                    .unwrap_or_default()
+            })
+            .collect(),
+        None => {
+            // The same font with the encoding's base (or none, which lopdf
+            // reads as StandardEncoding), each code decoded alone.
+            let mut base_font = font.clone();
+            base_font.set(
+                "Encoding",
+                Object::Name(base_name.unwrap_or(b"StandardEncoding").to_vec()),
+            );
+            base_font.remove(b"ToUnicode");
+            let base = base_font
+                .get_font_encoding_with_limit(document, max_decompressed)
+                .ok();
+            (0..=255_u8)
+                .map(|code| {
+                    base.as_ref()
+                        .and_then(|base| base.bytes_to_string(&[code]).ok())
+                        .unwrap_or_default()
+                })
+                .collect()
+        }
+    };
     let mut code: Option<usize> = None;
-    for change in changes {
+    for change in changes.into_iter().flatten() {
         match change {
             Object::Integer(start) => code = usize::try_from(*start).ok().filter(|c| *c < 256),
             Object::Name(name) => {
@@ -1081,6 +1264,30 @@ fn differences(
         }
     }
     Some(table)
+}
+
+/// The built-in encoding of the font's embedded Type 1 program, if it
+/// declares one other than StandardEncoding.
+fn builtin_encoding(
+    document: &Document,
+    font: &Dictionary,
+    max_decompressed: usize,
+) -> Option<Vec<Option<Vec<u8>>>> {
+    let program = font
+        .get_deref(b"FontDescriptor", document)
+        .and_then(Object::as_dict)
+        .ok()?
+        .get_deref(b"FontFile", document)
+        .and_then(Object::as_stream)
+        .ok()?;
+    let clear_text_len = program
+        .dict
+        .get(b"Length1")
+        .ok()
+        .and_then(|len| deref_number(document, len))
+        .and_then(|len| (len >= 0.0).then_some(len as usize));
+    let bytes = stream_content(program, max_decompressed).ok()?;
+    crate::pdf_type1::builtin_encoding(&bytes, clear_text_len)
 }
 
 /// A Type0 font's predefined CMap that we can read (`pdf_cjk`), from its
@@ -1346,6 +1553,95 @@ mod tests {
         assert_eq!(
             page_text(&doc, page, 1 << 20).expect("text"),
             "This essay describes\nwhy"
+        );
+    }
+
+    fn bytes(b: &[u8]) -> Object {
+        Object::String(b.to_vec(), lopdf::StringFormat::Literal)
+    }
+
+    #[test]
+    fn actual_text_stands_for_the_glyphs_of_its_span() {
+        let span = |actual: &[u8]| {
+            op(
+                "BDC",
+                vec![
+                    "Span".into(),
+                    Object::Dictionary(dictionary! { "ActualText" => bytes(actual) }),
+                ],
+            )
+        };
+        let (doc, page) = page_with(vec![
+            op("BT", vec![]),
+            op("Tf", vec!["F1".into(), 10.into()]),
+            op("Td", vec![72.into(), 700.into()]),
+            op("Tj", vec![text("11,062")]),
+            // A decimal point whose glyph a ToUnicode map would read as
+            // " .", in a UTF-16 ActualText.
+            span(b"\xfe\xff\x00."),
+            op("Tj", vec![text(" .")]),
+            op("EMC", vec![]),
+            op("Tj", vec![text("6 in")]),
+            // A ligature: two strings, one text, written once.
+            span(b"fi"),
+            op("BMC", vec!["Span".into()]),
+            op("Tj", vec![text("X")]),
+            op("EMC", vec![]),
+            op("Tj", vec![text("Y")]),
+            op("EMC", vec![]),
+            op("Tj", vec![text("ve")]),
+            // A hyphen the writer says is no text.
+            span(b""),
+            op("Tj", vec![text("-")]),
+            op("EMC", vec![]),
+            // An EMC without its BMC closes nothing.
+            op("EMC", vec![]),
+            op("Tj", vec![text("s")]),
+            op("ET", vec![]),
+        ]);
+        assert_eq!(
+            page_text(&doc, page, 1 << 20).expect("text"),
+            "11,062.6 infives"
+        );
+    }
+
+    #[test]
+    fn an_accent_drawn_over_a_letter_joins_it() {
+        let (doc, page) = page_with(vec![
+            op("BT", vec![]),
+            op("Tf", vec!["F1".into(), 10.into()]),
+            op("Td", vec![72.into(), 700.into()]),
+            // TeX's \"a: the accent, a step back, the letter under it.
+            op(
+                "TJ",
+                vec![Object::Array(vec![
+                    text("Universit"),
+                    bytes(b"\xa8"),
+                    Object::Integer(500),
+                    text("at"),
+                ])],
+            ),
+            // The letter, then the accent moved back over it.
+            op("Td", vec![100.into(), 0.into()]),
+            op(
+                "TJ",
+                vec![Object::Array(vec![
+                    text("caf"),
+                    text("e"),
+                    Object::Integer(600),
+                    bytes(b"\xb4"),
+                ])],
+            ),
+            // An accent on its own stays what it is.
+            op("Td", vec![100.into(), 0.into()]),
+            op("Tj", vec![bytes(b"\xa8")]),
+            op("Td", vec![20.into(), 0.into()]),
+            op("Tj", vec![text("x")]),
+            op("ET", vec![]),
+        ]);
+        assert_eq!(
+            page_text(&doc, page, 1 << 20).expect("text"),
+            "Universita\u{308}t cafe\u{301} \u{a8} x"
         );
     }
 

@@ -25,6 +25,63 @@ pub fn is_listed(name: &[u8]) -> bool {
     listed(name).is_some()
 }
 
+/// Names TeX's fonts (Computer Modern, AMS, EC) give glyphs that the Adobe
+/// Glyph List lacks, with the characters pdfTeX's `glyphtounicode.tex` and
+/// poppler read them as. Sorted by name (bytewise).
+const TEX: &[(&str, &str)] = &[
+    ("Ng", "\u{014a}"),
+    ("angbracketleft", "\u{27e8}"),
+    ("angbracketright", "\u{27e9}"),
+    ("arrowbothv", "\u{2195}"),
+    ("arrowdblbothv", "\u{21d5}"),
+    ("arrowhookleft", "\u{21a9}"),
+    ("arrowhookright", "\u{21aa}"),
+    ("arrownortheast", "\u{2197}"),
+    ("arrownorthwest", "\u{2196}"),
+    ("arrowsoutheast", "\u{2198}"),
+    ("arrowsouthwest", "\u{2199}"),
+    ("bardbl", "\u{2016}"),
+    ("bulletmath", "\u{2219}"),
+    ("ceilingleft", "\u{2308}"),
+    ("ceilingright", "\u{2309}"),
+    ("circledivide", "\u{2298}"),
+    ("circledot", "\u{2299}"),
+    ("circleminus", "\u{2296}"),
+    ("coproduct", "\u{2210}"),
+    ("diamondmath", "\u{22c4}"),
+    ("epsilon1", "\u{03f5}"),
+    ("equivasymptotic", "\u{224d}"),
+    ("floorleft", "\u{230a}"),
+    ("floorright", "\u{230b}"),
+    ("follows", "\u{227b}"),
+    ("followsequal", "\u{2ab0}"),
+    ("greatermuch", "\u{226b}"),
+    ("intersectionsq", "\u{2293}"),
+    ("latticetop", "\u{22a4}"),
+    ("lessmuch", "\u{226a}"),
+    ("mapsto", "\u{21a6}"),
+    ("negationslash", "\u{0338}"),
+    ("ng", "\u{014b}"),
+    ("owner", "\u{220b}"),
+    ("precedesequal", "\u{2aaf}"),
+    ("rho1", "\u{03f1}"),
+    ("similarequal", "\u{2243}"),
+    ("star", "\u{22c6}"),
+    ("subsetsqequal", "\u{2291}"),
+    ("supersetsqequal", "\u{2292}"),
+    ("tie", "\u{2040}"),
+    ("triangleinv", "\u{25bd}"),
+    ("triangleleft", "\u{25c1}"),
+    ("triangleright", "\u{25b7}"),
+    ("turnstileleft", "\u{22a2}"),
+    ("turnstileright", "\u{22a3}"),
+    ("unionmulti", "\u{228e}"),
+    ("unionsq", "\u{2294}"),
+    ("vector", "\u{20d7}"),
+    ("visiblespace", "\u{2423}"),
+    ("wreathproduct", "\u{2240}"),
+];
+
 fn listed(name: &[u8]) -> Option<&'static str> {
     list::GLYPHS
         .binary_search_by(|(listed, _)| listed.as_bytes().cmp(name))
@@ -35,6 +92,9 @@ fn listed(name: &[u8]) -> Option<&'static str> {
 fn component_text(component: &str) -> Option<String> {
     if let Some(text) = listed(component.as_bytes()) {
         return Some(text.to_owned());
+    }
+    if let Ok(i) = TEX.binary_search_by(|(listed, _)| listed.as_bytes().cmp(component.as_bytes())) {
+        return Some(TEX[i].1.to_owned());
     }
     // `uniXXXX` with one or more groups of four hex digits (BMP, no
     // surrogates); `uXXXX` to `uXXXXXX` for one code point.
@@ -85,5 +145,18 @@ mod tests {
         assert_eq!(to_text(b"g123"), None);
         assert_eq!(to_text(b"uniD800"), None);
         assert_eq!(to_text(b"unifb01"), None);
+        assert_eq!(to_text(b"angbracketright").as_deref(), Some("\u{27e9}"));
+        assert_eq!(to_text(b"visiblespace").as_deref(), Some("\u{2423}"));
+    }
+
+    #[test]
+    fn the_tex_names_are_sorted_and_not_in_the_glyph_list() {
+        assert!(
+            TEX.windows(2)
+                .all(|w| w[0].0.as_bytes() < w[1].0.as_bytes())
+        );
+        for (name, _) in TEX {
+            assert!(!is_listed(name.as_bytes()), "{name} is in the glyph list");
+        }
     }
 }
