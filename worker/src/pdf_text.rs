@@ -1020,12 +1020,32 @@ impl<'a> TextReader<'a> {
         } else {
             None
         };
+        if separator == Some('\n') && self.rejoin_hyphenated(text) {
+            return;
+        }
         if let Some(separator) = separator
             && !self.out.ends_with(char::is_whitespace)
             && !text.starts_with(char::is_whitespace)
         {
             self.push_text(separator.encode_utf8(&mut [0; 4]));
         }
+    }
+
+    /// A word hyphenated at the end of a line ("mem-" then "ber") is one
+    /// word again: the hyphen goes and the next line follows on, as
+    /// pdftotext and pdfium read it, so the word can be found. Only a hyphen
+    /// after a letter, before a lower-case letter (not "A-" then "B").
+    fn rejoin_hyphenated(&mut self, next: &str) -> bool {
+        let mut tail = self.out.chars().rev();
+        let (Some(hyphen), Some(before)) = (tail.next(), tail.next()) else {
+            return false;
+        };
+        let continues = next.chars().next().is_some_and(char::is_lowercase);
+        if !matches!(hyphen, '-' | '\u{ad}' | '\u{2010}') || !before.is_alphabetic() || !continues {
+            return false;
+        }
+        self.out.truncate(self.out.len() - hyphen.len_utf8());
+        true
     }
 }
 
@@ -1602,6 +1622,36 @@ mod tests {
         assert_eq!(
             page_text(&doc, page, 1 << 20).expect("text"),
             "11,062.6 infives"
+        );
+    }
+
+    #[test]
+    fn a_word_hyphenated_at_a_line_end_is_one_word() {
+        let line = |s: &str| {
+            vec![
+                op("Tj", vec![text(s)]),
+                op("Td", vec![0.into(), Object::Real(-14.0)]),
+            ]
+        };
+        let mut operations = vec![
+            op("BT", vec![]),
+            op("Tf", vec!["F1".into(), 10.into()]),
+            op("Td", vec![72.into(), 700.into()]),
+        ];
+        for s in [
+            "class mem-",
+            "ber function",
+            "Figure A-",
+            "B and re-",
+            "Use",
+        ] {
+            operations.extend(line(s));
+        }
+        operations.push(op("ET", vec![]));
+        let (doc, page) = page_with(operations);
+        assert_eq!(
+            page_text(&doc, page, 1 << 20).expect("text"),
+            "class member function\nFigure A-\nB and re-\nUse"
         );
     }
 
