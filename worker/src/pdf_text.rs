@@ -1221,7 +1221,7 @@ fn code_table(
     };
     let builtin = base_name
         .is_none()
-        .then(|| builtin_encoding(document, font, max_decompressed))
+        .then(|| builtin_text(document, font, max_decompressed))
         .flatten();
     let lopdf_drops_it = changes.is_some_and(|changes| {
         changes.iter().any(|change| {
@@ -1234,14 +1234,7 @@ fn code_table(
         return None;
     }
     let mut table: Vec<String> = match builtin {
-        Some(names) => names
-            .iter()
-            .map(|name| {
-                name.as_deref()
-                    .and_then(crate::glyph_names::to_text)
-                    .unwrap_or_default()
-            })
-            .collect(),
+        Some(table) => table,
         None => {
             // The same font with the encoding's base (or none, which lopdf
             // reads as StandardEncoding), each code decoded alone.
@@ -1263,6 +1256,10 @@ fn code_table(
                 .collect()
         }
     };
+    // Type 3 fonts (TeX's bitmap fonts among them) often name each glyph
+    // after its code (`/a232` at 232): nothing but the code is known, and
+    // pdftotext and pdfium read it as that character.
+    let type3 = font.get(b"Subtype").and_then(Object::as_name).ok() == Some(b"Type3".as_slice());
     let mut code: Option<usize> = None;
     for change in changes.into_iter().flatten() {
         match change {
@@ -1275,6 +1272,9 @@ fn code_table(
                     match crate::glyph_names::to_text(name) {
                         Some(text) => table[at] = text,
                         None if name == b".notdef" => table[at].clear(),
+                        None if type3 && named_after_code(name) == Some(at) => {
+                            table[at] = char::from(at as u8).to_string();
+                        }
                         None => {}
                     }
                     code = Some(at + 1).filter(|c| *c < 256);
@@ -1286,28 +1286,76 @@ fn code_table(
     Some(table)
 }
 
-/// The built-in encoding of the font's embedded Type 1 program, if it
-/// declares one other than StandardEncoding.
-fn builtin_encoding(
+/// The code a glyph name like `a232` or `g7` names: one or two letters and
+/// the code in decimal.
+fn named_after_code(name: &[u8]) -> Option<usize> {
+    let digits = name.iter().position(u8::is_ascii_digit)?;
+    let (letters, number) = name.split_at(digits);
+    if !(1..=2).contains(&letters.len())
+        || !letters.iter().all(u8::is_ascii_alphabetic)
+        || !(1..=3).contains(&number.len())
+    {
+        return None;
+    }
+    std::str::from_utf8(number).ok()?.parse().ok()
+}
+
+/// The text of each code by the font's built-in encoding, where that is
+/// not StandardEncoding: the one its embedded Type 1 program declares, or
+/// Symbol's and ZapfDingbats' own when the PDF names them without
+/// embedding them.
+fn builtin_text(
     document: &Document,
     font: &Dictionary,
     max_decompressed: usize,
-) -> Option<Vec<Option<Vec<u8>>>> {
-    let program = font
+) -> Option<Vec<String>> {
+    let descriptor = font
         .get_deref(b"FontDescriptor", document)
         .and_then(Object::as_dict)
-        .ok()?
-        .get_deref(b"FontFile", document)
-        .and_then(Object::as_stream)
-        .ok()?;
-    let clear_text_len = program
-        .dict
-        .get(b"Length1")
-        .ok()
-        .and_then(|len| deref_number(document, len))
-        .and_then(|len| (len >= 0.0).then_some(len as usize));
-    let bytes = stream_content(program, max_decompressed).ok()?;
-    crate::pdf_type1::builtin_encoding(&bytes, clear_text_len)
+        .ok();
+    let program = descriptor.and_then(|d| {
+        d.get_deref(b"FontFile", document)
+            .and_then(Object::as_stream)
+            .ok()
+    });
+    if let Some(program) = program {
+        let clear_text_len = program
+            .dict
+            .get(b"Length1")
+            .ok()
+            .and_then(|len| deref_number(document, len))
+            .and_then(|len| (len >= 0.0).then_some(len as usize));
+        let bytes = stream_content(program, max_decompressed).ok()?;
+        let names = crate::pdf_type1::builtin_encoding(&bytes, clear_text_len)?;
+        return Some(
+            names
+                .iter()
+                .map(|name| {
+                    name.as_deref()
+                        .and_then(crate::glyph_names::to_text)
+                        .unwrap_or_default()
+                })
+                .collect(),
+        );
+    }
+    let embedded = descriptor.is_some_and(|d| d.has(b"FontFile2") || d.has(b"FontFile3"));
+    if embedded {
+        return None;
+    }
+    let base_font = font.get(b"BaseFont").and_then(Object::as_name).ok()?;
+    let table = crate::standard_fonts::symbolic_encoding(base_font)?;
+    Some(
+        table
+            .iter()
+            .map(|&c| {
+                if c == '\0' {
+                    String::new()
+                } else {
+                    c.to_string()
+                }
+            })
+            .collect(),
+    )
 }
 
 /// A Type0 font's predefined CMap that we can read (`pdf_cjk`), from its
@@ -1953,6 +2001,58 @@ mod tests {
         assert_eq!(
             page_text(&doc, page, 1 << 20).expect("text"),
             "di\u{fb01}cult \u{c1}"
+        );
+    }
+
+    #[test]
+    fn symbol_and_dingbats_read_their_own_glyphs() {
+        let (mut doc, page) = page_with(vec![
+            op("BT", vec![]),
+            op("Tf", vec!["F1".into(), 10.into()]),
+            op("Td", vec![72.into(), 700.into()]),
+            op("Tj", vec![text("p r")]),
+            op("ET", vec![]),
+        ]);
+        edit_font(&mut doc, |font| {
+            font.set("BaseFont", "Symbol");
+            font.remove(b"Encoding");
+        });
+        assert_eq!(
+            page_text(&doc, page, 1 << 20).expect("text"),
+            "\u{3c0} \u{3c1}"
+        );
+    }
+
+    #[test]
+    fn type3_glyphs_named_after_their_codes_read_as_those_codes() {
+        let (mut doc, page) = page_with(vec![
+            op("BT", vec![]),
+            op("Tf", vec!["F1".into(), 10.into()]),
+            op("Td", vec![72.into(), 700.into()]),
+            op(
+                "Tj",
+                vec![Object::string_literal(b"Raz\xe8anai AB".to_vec())],
+            ),
+            op("ET", vec![]),
+        ]);
+        edit_font(&mut doc, |font| {
+            font.set("Subtype", "Type3");
+            font.set(
+                "Encoding",
+                dictionary! {
+                    "Differences" => vec![
+                        65.into(), "a65".into(), "g7".into(),
+                        82.into(), "a82".into(), 97.into(), "a97".into(),
+                        105.into(), "a105".into(), 110.into(), "a110".into(),
+                        122.into(), "a122".into(), 232.into(), "a232".into(),
+                    ],
+                },
+            );
+        });
+        // `g7` at 66 names another code: the base reading stays.
+        assert_eq!(
+            page_text(&doc, page, 1 << 20).expect("text"),
+            "Raz\u{e8}anai AB"
         );
     }
 }

@@ -5,7 +5,23 @@
 //! "illicit ly"). Widths are by the character a glyph shows, so they hold
 //! whatever the font's encoding.
 
+mod symbolic;
 mod widths;
+
+/// The built-in encoding of Symbol or ZapfDingbats, which `base_font`
+/// names (a subset prefix ignored): the text of each code, `'\0'` for
+/// none.
+pub fn symbolic_encoding(base_font: &[u8]) -> Option<&'static [char; 256]> {
+    let name = match base_font.get(6) {
+        Some(b'+') => &base_font[7..],
+        _ => base_font,
+    };
+    match name {
+        b"Symbol" => Some(&symbolic::SYMBOL),
+        b"ZapfDingbats" => Some(&symbolic::ZAPF_DINGBATS),
+        _ => None,
+    }
+}
 
 /// One face's widths.
 #[derive(Debug, Clone, Copy)]
@@ -76,5 +92,16 @@ mod tests {
         assert_eq!(courier.width('i'), Some(600.0));
         assert!(StandardWidths::for_base_font(b"Garamond").is_none());
         assert_eq!(helvetica.width('\u{4e00}'), None);
+    }
+
+    #[test]
+    fn symbolic_fonts_read_their_own_glyphs() {
+        let symbol = symbolic_encoding(b"Symbol").expect("symbol");
+        assert_eq!(symbol[usize::from(b'p')], 'π');
+        assert_eq!(symbol[usize::from(b' ')], ' ');
+        let dingbats = symbolic_encoding(b"ABCDEF+ZapfDingbats").expect("dingbats");
+        assert_eq!(dingbats[usize::from(b'n')], '■');
+        assert_eq!(dingbats[255], '\0');
+        assert!(symbolic_encoding(b"Helvetica").is_none());
     }
 }
