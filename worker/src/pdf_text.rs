@@ -518,6 +518,9 @@ impl<'a> TextReader<'a> {
                 Ok(())
             });
         self.release_accent();
+        if self.out.chars().any(is_rtl) {
+            self.out = logical_order(&self.out);
+        }
         let cut = match read {
             Ok(()) => false,
             Err(Stop::TextFull) => true,
@@ -1049,6 +1052,78 @@ impl<'a> TextReader<'a> {
     }
 }
 
+/// Letters of right-to-left scripts (Hebrew, Arabic, Syriac, Thaana, N'Ko,
+/// and their presentation forms).
+fn is_rtl(c: char) -> bool {
+    matches!(c, '\u{590}'..='\u{7ff}' | '\u{fb1d}'..='\u{fdff}' | '\u{fe70}'..='\u{feff}')
+        && c.is_alphabetic()
+}
+
+/// A page's text with right-to-left words in reading order. Glyphs are read
+/// as drawn, left to right, which for Arabic or Hebrew is the reverse of
+/// the order they are read in ("ملاعلاب ابحرم" for "مرحبا بالعالم"): on each
+/// line, every run of right-to-left letters (with the spaces, marks and
+/// punctuation between them) is reversed, a letter keeping its combining
+/// marks after it. Digits and Latin text keep their order, as in the
+/// Unicode bidirectional algorithm's simplest case.
+fn logical_order(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for (i, line) in text.split('\n').enumerate() {
+        if i > 0 {
+            out.push('\n');
+        }
+        let chars: Vec<char> = line.chars().collect();
+        let mut at = 0;
+        while at < chars.len() {
+            if !is_rtl(chars[at]) {
+                out.push(chars[at]);
+                at += 1;
+                continue;
+            }
+            // The run: up to the last RTL letter before a character that is
+            // neither RTL, a mark, a space nor punctuation.
+            let mut end = at;
+            let mut last_letter = at;
+            while end < chars.len() {
+                let c = chars[end];
+                if is_rtl(c) {
+                    last_letter = end;
+                } else if !(c.is_whitespace()
+                    || is_mark(c)
+                    || (c.is_ascii_punctuation() && c != '(' && c != ')'))
+                {
+                    break;
+                }
+                end += 1;
+            }
+            // Trailing marks stay with the last letter.
+            let mut run_end = last_letter + 1;
+            while run_end < chars.len() && is_mark(chars[run_end]) {
+                run_end += 1;
+            }
+            // Clusters (a character and the marks after it), reversed.
+            let mut clusters: Vec<&[char]> = Vec::new();
+            let mut start = at;
+            for j in at + 1..=run_end {
+                if j == run_end || !is_mark(chars[j]) {
+                    clusters.push(&chars[start..j]);
+                    start = j;
+                }
+            }
+            for cluster in clusters.iter().rev() {
+                out.extend(cluster.iter());
+            }
+            at = run_end;
+        }
+    }
+    out
+}
+
+/// Combining marks (Arabic harakat, Hebrew points, accents).
+fn is_mark(c: char) -> bool {
+    matches!(c, '\u{300}'..='\u{36f}' | '\u{591}'..='\u{5c7}' | '\u{610}'..='\u{61a}' | '\u{64b}'..='\u{65f}' | '\u{670}' | '\u{6d6}'..='\u{6ed}')
+}
+
 /// How far back (in ems) a glyph must be drawn over the previous one to
 /// sit on it rather than follow it: a kerning pair moves back less.
 const ACCENT_OVERLAP: f64 = 0.15;
@@ -1382,18 +1457,15 @@ fn descendant_font<'a>(document: &'a Document, dict: &'a Dictionary) -> Option<&
         })
 }
 
-/// The font's `/ToUnicode` map when it also has an `/Encoding` (which lopdf
-/// would prefer): the map is the writer's statement of what each code
-/// means, and poppler prefers it too. Fonts with only a map already read
-/// through it.
+/// The font's `/ToUnicode` map: the writer's statement of what each code
+/// means, preferred over the encoding (lopdf would prefer an `/Encoding`)
+/// and over the font program's built-in encoding, as poppler does.
 fn unicode_map<'a>(
     document: &'a Document,
     dict: &'a Dictionary,
     max_decompressed: usize,
 ) -> Option<Encoding<'a>> {
-    if dict.get(b"ToUnicode").is_err() || dict.get(b"Encoding").is_err() {
-        return None;
-    }
+    dict.get(b"ToUnicode").ok()?;
     let mut unicode_only = dict.clone();
     unicode_only.remove(b"Encoding");
     match unicode_only.get_font_encoding_with_limit(document, max_decompressed) {
@@ -2002,6 +2074,59 @@ mod tests {
             page_text(&doc, page, 1 << 20).expect("text"),
             "di\u{fb01}cult \u{c1}"
         );
+    }
+
+    #[test]
+    fn right_to_left_runs_are_put_in_reading_order() {
+        assert_eq!(
+            logical_order("Arabic:\nملاعلاب ابحرم"),
+            "Arabic:\nمرحبا بالعالم"
+        );
+        // Latin and digits around the run keep their places; a mark stays
+        // after its letter.
+        assert_eq!(logical_order("x 2 םולש y"), "x 2 שלום y");
+        assert_eq!(
+            logical_order("\u{628}\u{64e}\u{627}"),
+            "\u{627}\u{628}\u{64e}"
+        );
+        assert_eq!(logical_order("no change"), "no change");
+    }
+
+    #[test]
+    fn a_unicode_map_wins_over_the_programs_own_encoding() {
+        let (mut doc, page) = page_with(vec![
+            op("BT", vec![]),
+            op("Tf", vec!["F1".into(), 10.into()]),
+            op("Td", vec![72.into(), 700.into()]),
+            op("Tj", vec![bytes(b"\x01")]),
+            op("ET", vec![]),
+        ]);
+        let map = doc.add_object(Stream::new(
+            dictionary! {},
+            b"/CIDInit/ProcSet findresource begin\n12 dict begin\nbegincmap\n\
+              /CIDSystemInfo<</Registry (Adobe)/Ordering (UCS)/Supplement 0>> def\n\
+              /CMapName/Adobe-Identity-UCS def\n/CMapType 2 def\n\
+              1 begincodespacerange\n<00> <FF>\nendcodespacerange\n\
+              1 beginbfchar\n<01> <4F60>\nendbfchar\nendcmap\n\
+              CMapName currentdict /CMap defineresource pop\nend\nend\n"
+                .to_vec(),
+        ));
+        let program = doc.add_object(Stream::new(
+            dictionary! {},
+            b"/Encoding 256 array dup 1 /A put readonly def currentfile eexec".to_vec(),
+        ));
+        let descriptor = doc.add_object(dictionary! { "FontFile" => program });
+        edit_font(&mut doc, |font| {
+            font.remove(b"Encoding");
+            font.set("ToUnicode", map);
+            font.set("FontDescriptor", descriptor);
+        });
+        assert_eq!(page_text(&doc, page, 1 << 20).expect("text"), "\u{4f60}");
+        // Without the map, the program's encoding says what code 1 is.
+        edit_font(&mut doc, |font| {
+            font.remove(b"ToUnicode");
+        });
+        assert_eq!(page_text(&doc, page, 1 << 20).expect("text"), "A");
     }
 
     #[test]
