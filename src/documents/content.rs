@@ -90,8 +90,37 @@ pub fn identify(head: &[u8], declared: Option<&str>) -> Result<ContentKind, Unsu
     Ok(detected)
 }
 
-/// The OOXML format named by the first entry under `word/`, `xl/` or
-/// `ppt/` among the ZIP local headers within `head`.
+/// The main part's content type of each OOXML format, as
+/// `[Content_Types].xml` declares it (documents, templates, macro-enabled
+/// and slide-show variants).
+const OOXML_MAIN_PARTS: [(&str, ContentKind); 11] = [
+    ("wordprocessingml.document.main+xml", ContentKind::Docx),
+    ("wordprocessingml.template.main+xml", ContentKind::Docx),
+    ("ms-word.document.macroEnabled.main+xml", ContentKind::Docx),
+    (
+        "ms-word.template.macroEnabledTemplate.main+xml",
+        ContentKind::Docx,
+    ),
+    ("spreadsheetml.sheet.main+xml", ContentKind::Xlsx),
+    ("spreadsheetml.template.main+xml", ContentKind::Xlsx),
+    ("ms-excel.sheet.macroEnabled.main+xml", ContentKind::Xlsx),
+    ("presentationml.presentation.main+xml", ContentKind::Pptx),
+    ("presentationml.slideshow.main+xml", ContentKind::Pptx),
+    ("presentationml.template.main+xml", ContentKind::Pptx),
+    (
+        "ms-powerpoint.presentation.macroEnabled.main+xml",
+        ContentKind::Pptx,
+    ),
+];
+
+/// `[Content_Types].xml` is small; more than this is not worth inflating
+/// in the request path.
+const MAX_CONTENT_TYPES_BYTES: u64 = 64 * 1024;
+
+/// The OOXML format named by the ZIP local headers within `head`: the
+/// main part's type in `[Content_Types].xml` (the first entry Office
+/// writes), else the first entry under `word/`, `xl/` or `ppt/` (a
+/// thumbnail before them can push those past the head).
 fn ooxml_by_entries(head: &[u8]) -> Option<ContentKind> {
     let mut at = 0;
     while at + 30 <= head.len() && head[at..].starts_with(b"PK\x03\x04") {
@@ -101,6 +130,16 @@ fn ooxml_by_entries(head: &[u8]) -> Option<ContentKind> {
         };
         let (name_len, extra_len, stored) = (u16_at(at + 26), u16_at(at + 28), u32_at(at + 18));
         let name = head.get(at + 30..at + 30 + name_len)?;
+        if name == b"[Content_Types].xml" {
+            let data_at = at + 30 + name_len + extra_len;
+            let method = u16_at(at + 8);
+            if let Some(kind) = head
+                .get(data_at..data_at + stored)
+                .and_then(|data| declared_main_part(data, method))
+            {
+                return Some(kind);
+            }
+        }
         for (prefix, kind) in [
             (&b"word/"[..], ContentKind::Docx),
             (b"xl/", ContentKind::Xlsx),
@@ -118,6 +157,29 @@ fn ooxml_by_entries(head: &[u8]) -> Option<ContentKind> {
         at += 30 + name_len + extra_len + stored;
     }
     None
+}
+
+/// The format whose main part `[Content_Types].xml` declares, from the
+/// entry's bytes (stored, or deflated: method 8).
+fn declared_main_part(data: &[u8], method: usize) -> Option<ContentKind> {
+    use std::io::Read;
+
+    let mut xml = Vec::new();
+    match method {
+        0 => xml.extend_from_slice(data),
+        8 => {
+            flate2::read::DeflateDecoder::new(data)
+                .take(MAX_CONTENT_TYPES_BYTES)
+                .read_to_end(&mut xml)
+                .ok()?;
+        }
+        _ => return None,
+    }
+    let xml = String::from_utf8_lossy(&xml);
+    OOXML_MAIN_PARTS
+        .iter()
+        .find(|(part, _)| xml.contains(part))
+        .map(|&(_, kind)| kind)
 }
 
 /// Text has no NUL bytes and few control characters besides whitespace.
@@ -281,6 +343,46 @@ mod tests {
             Ok(ContentKind::Html)
         );
         assert!(identify(b"a,b\n1,2\n", Some("application/pdf")).is_err());
+    }
+
+    /// An archive whose format-named entries come after a large thumbnail
+    /// is named by its `[Content_Types].xml`, deflated as Office writes
+    /// it; an embedded workbook's type does not make a document a workbook.
+    #[test]
+    fn office_archives_by_their_declared_main_part() {
+        use std::io::Write;
+
+        let archive = |main: &str, part: &str| {
+            let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+            let deflated = zip::write::SimpleFileOptions::default()
+                .compression_method(zip::CompressionMethod::Deflated);
+            zip.start_file("[Content_Types].xml", deflated)
+                .expect("entry");
+            write!(
+                zip,
+                "<Types><Default Extension=\"xlsx\" ContentType=\"application/\
+                 vnd.openxmlformats-officedocument.spreadsheetml.sheet\"/>\
+                 <Override PartName=\"/{part}\" ContentType=\"application/\
+                 vnd.openxmlformats-officedocument.{main}\"/></Types>"
+            )
+            .expect("write");
+            let stored = zip::write::SimpleFileOptions::default()
+                .compression_method(zip::CompressionMethod::Stored);
+            zip.start_file("docProps/thumbnail.jpeg", stored)
+                .expect("entry");
+            zip.write_all(&[0xAB; 20_000]).expect("write");
+            zip.start_file(part, deflated).expect("entry");
+            zip.write_all(b"<x/>").expect("write");
+            let bytes = zip.finish().expect("zip").into_inner();
+            bytes[..SNIFF_LEN].to_vec()
+        };
+        let head = archive(
+            "presentationml.presentation.main+xml",
+            "ppt/presentation.xml",
+        );
+        assert_eq!(identify(&head, None), Ok(ContentKind::Pptx));
+        let head = archive("wordprocessingml.document.main+xml", "word/document.xml");
+        assert_eq!(identify(&head, None), Ok(ContentKind::Docx));
     }
 
     #[test]
