@@ -39,6 +39,10 @@ const WORD_GAP: f64 = 0.15;
 /// A move across the line of more than this share of the font size starts a
 /// new line.
 const LINE_SHIFT: f64 = 0.5;
+/// Character spacing (`Tc`) wider than this share of the font size sets
+/// each glyph apart, as in a table of glyphs; narrower is letter-spacing,
+/// and the word stays one.
+const SPACED_GLYPHS: f64 = 0.5;
 /// Form XObjects inside form XObjects, at most this deep.
 const MAX_FORM_DEPTH: usize = 8;
 /// Form XObjects run per page, at most: a form that calls itself (or others)
@@ -897,6 +901,17 @@ impl<'a> TextReader<'a> {
         let Some(font) = state.font.clone() else {
             return;
         };
+        // Glyphs set far apart by character spacing are read one by one,
+        // so the gaps between them are seen.
+        if font.cjk.is_none()
+            && bytes.len() > font.code_len
+            && state.char_spacing > SPACED_GLYPHS * state.size.abs()
+        {
+            for code in bytes.chunks(font.code_len) {
+                self.show(state, code);
+            }
+            return;
+        }
         let rendering = state.text.then(state.ctm);
         let start = rendering.origin();
         let direction = unit(rendering.0[0], rendering.0[1]);
@@ -926,7 +941,18 @@ impl<'a> TextReader<'a> {
             advance += width * state.scale;
         });
         state.text = Matrix::translate(advance, 0.0).then(state.text);
-        let end = state.text.then(state.ctm).origin();
+        // Where the glyphs end: with glyphs set far apart, before the
+        // spacing after the last one, so the next glyph's gap is seen (a
+        // letter-spacing's small remainder is left to the pen).
+        let trailing = if state.char_spacing > SPACED_GLYPHS * state.size.abs() {
+            state.char_spacing * state.scale
+        } else {
+            0.0
+        };
+        let end = Matrix::translate(-trailing, 0.0)
+            .then(state.text)
+            .then(state.ctm)
+            .origin();
         self.last_end = Some(Pen {
             end,
             direction,
@@ -1742,6 +1768,27 @@ mod tests {
         assert_eq!(
             page_text(&doc, page, 1 << 20).expect("text"),
             "11,062.6 infives"
+        );
+    }
+
+    #[test]
+    fn glyphs_set_far_apart_are_words_and_letter_spacing_is_not() {
+        let (doc, page) = page_with(vec![
+            op("BT", vec![]),
+            op("Tf", vec!["F1".into(), 10.into()]),
+            op("Td", vec![72.into(), 700.into()]),
+            // A table of glyphs: 1.4 em between each.
+            op("Tc", vec![Object::Real(14.0)]),
+            op("Tj", vec![text("0123")]),
+            // A letter-spaced heading: 0.2 em.
+            op("Tc", vec![Object::Real(2.0)]),
+            op("Td", vec![0.into(), Object::Real(-14.0)]),
+            op("Tj", vec![text("TITLE")]),
+            op("ET", vec![]),
+        ]);
+        assert_eq!(
+            page_text(&doc, page, 1 << 20).expect("text"),
+            "0 1 2 3\nTITLE"
         );
     }
 
