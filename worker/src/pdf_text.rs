@@ -43,6 +43,8 @@ const LINE_SHIFT: f64 = 0.5;
 /// each glyph apart, as in a table of glyphs; narrower is letter-spacing,
 /// and the word stays one.
 const SPACED_GLYPHS: f64 = 0.5;
+/// The longest string read glyph by glyph for its character spacing.
+const MAX_SPACED_GLYPHS: usize = 1024;
 /// Form XObjects inside form XObjects, at most this deep.
 const MAX_FORM_DEPTH: usize = 8;
 /// Form XObjects run per page, at most: a form that calls itself (or others)
@@ -902,9 +904,11 @@ impl<'a> TextReader<'a> {
             return;
         };
         // Glyphs set far apart by character spacing are read one by one,
-        // so the gaps between them are seen.
+        // so the gaps between them are seen (in strings of a table row's
+        // length: a longer one is read whole, one step as ever).
         if font.cjk.is_none()
             && bytes.len() > font.code_len
+            && bytes.len() <= MAX_SPACED_GLYPHS
             && state.char_spacing > SPACED_GLYPHS * state.size.abs()
         {
             for code in bytes.chunks(font.code_len) {
