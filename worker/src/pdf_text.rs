@@ -1659,6 +1659,18 @@ mod tests {
         (doc, page_id)
     }
 
+    /// `operations` inside one text object, in 10-point F1 from (72, 700).
+    fn text_object(operations: Vec<Operation>) -> Vec<Operation> {
+        let mut all = vec![
+            op("BT", vec![]),
+            op("Tf", vec!["F1".into(), 10.into()]),
+            op("Td", vec![72.into(), 700.into()]),
+        ];
+        all.extend(operations);
+        all.push(op("ET", vec![]));
+        all
+    }
+
     fn page_text(doc: &Document, page: ObjectId, max: usize) -> Result<String, PageError> {
         TextReader::new(doc, max, Duration::from_secs(10))
             .page_text(page, usize::MAX)
@@ -1697,10 +1709,7 @@ mod tests {
 
     #[test]
     fn words_placed_by_kerning_offsets_or_moves_are_separated() {
-        let (doc, page) = page_with(vec![
-            op("BT", vec![]),
-            op("Tf", vec!["F1".into(), 10.into()]),
-            op("Td", vec![72.into(), 700.into()]),
+        let (doc, page) = page_with(text_object(vec![
             // Kerning inside a word, a word gap as a fractional offset.
             op(
                 "TJ",
@@ -1718,8 +1727,7 @@ mod tests {
             // A new line.
             op("Td", vec![Object::Real(-110.0), Object::Real(-14.0)]),
             op("Tj", vec![text("why")]),
-            op("ET", vec![]),
-        ]);
+        ]));
         assert_eq!(
             page_text(&doc, page, 1 << 20).expect("text"),
             "This essay describes\nwhy"
@@ -1741,10 +1749,7 @@ mod tests {
                 ],
             )
         };
-        let (doc, page) = page_with(vec![
-            op("BT", vec![]),
-            op("Tf", vec!["F1".into(), 10.into()]),
-            op("Td", vec![72.into(), 700.into()]),
+        let (doc, page) = page_with(text_object(vec![
             op("Tj", vec![text("11,062")]),
             // A decimal point whose glyph a ToUnicode map would read as
             // " .", in a UTF-16 ActualText.
@@ -1767,8 +1772,7 @@ mod tests {
             // An EMC without its BMC closes nothing.
             op("EMC", vec![]),
             op("Tj", vec![text("s")]),
-            op("ET", vec![]),
-        ]);
+        ]));
         assert_eq!(
             page_text(&doc, page, 1 << 20).expect("text"),
             "11,062.6 infives"
@@ -1777,10 +1781,7 @@ mod tests {
 
     #[test]
     fn glyphs_set_far_apart_are_words_and_letter_spacing_is_not() {
-        let (doc, page) = page_with(vec![
-            op("BT", vec![]),
-            op("Tf", vec!["F1".into(), 10.into()]),
-            op("Td", vec![72.into(), 700.into()]),
+        let (doc, page) = page_with(text_object(vec![
             // A table of glyphs: 1.4 em between each.
             op("Tc", vec![Object::Real(14.0)]),
             op("Tj", vec![text("0123")]),
@@ -1788,8 +1789,7 @@ mod tests {
             op("Tc", vec![Object::Real(2.0)]),
             op("Td", vec![0.into(), Object::Real(-14.0)]),
             op("Tj", vec![text("TITLE")]),
-            op("ET", vec![]),
-        ]);
+        ]));
         assert_eq!(
             page_text(&doc, page, 1 << 20).expect("text"),
             "0 1 2 3\nTITLE"
@@ -1828,10 +1828,7 @@ mod tests {
 
     #[test]
     fn an_accent_drawn_over_a_letter_joins_it() {
-        let (doc, page) = page_with(vec![
-            op("BT", vec![]),
-            op("Tf", vec!["F1".into(), 10.into()]),
-            op("Td", vec![72.into(), 700.into()]),
+        let (doc, page) = page_with(text_object(vec![
             // TeX's \"a: the accent, a step back, the letter under it.
             op(
                 "TJ",
@@ -1858,8 +1855,7 @@ mod tests {
             op("Tj", vec![bytes(b"\xa8")]),
             op("Td", vec![20.into(), 0.into()]),
             op("Tj", vec![text("x")]),
-            op("ET", vec![]),
-        ]);
+        ]));
         assert_eq!(
             page_text(&doc, page, 1 << 20).expect("text"),
             "Universita\u{308}t cafe\u{301} \u{a8} x"
@@ -1937,16 +1933,12 @@ mod tests {
 
     #[test]
     fn a_string_split_mid_word_stays_one_word() {
-        let (doc, page) = page_with(vec![
-            op("BT", vec![]),
-            op("Tf", vec!["F1".into(), 10.into()]),
-            op("Td", vec![72.into(), 700.into()]),
+        let (doc, page) = page_with(text_object(vec![
             op("Tj", vec![text("sc")]),
             // Exactly where "sc" ends: 2 glyphs × 600/1000 × 10.
             op("Td", vec![Object::Real(12.0), 0.into()]),
             op("Tj", vec![text("ores")]),
-            op("ET", vec![]),
-        ]);
+        ]));
         assert_eq!(page_text(&doc, page, 1 << 20).expect("text"), "scores");
     }
 
@@ -2082,15 +2074,11 @@ mod tests {
         // "fill" in Helvetica at 10 pt is 9.44 pt wide; the next word
         // starts one space (2.78 pt) after it. At a default 500 units a
         // glyph, "fill" would end past that start and the words would glue.
-        let (mut doc, page) = page_with(vec![
-            op("BT", vec![]),
-            op("Tf", vec!["F1".into(), 10.into()]),
-            op("Td", vec![72.into(), 700.into()]),
+        let (mut doc, page) = page_with(text_object(vec![
             op("Tj", vec![text("fill")]),
             op("Td", vec![Object::Real(12.22), 0.into()]),
             op("Tj", vec![text("it")]),
-            op("ET", vec![]),
-        ]);
+        ]));
         edit_font(&mut doc, |font| {
             font.remove(b"Widths");
             font.remove(b"FirstChar");
@@ -2100,16 +2088,10 @@ mod tests {
 
     #[test]
     fn differences_with_names_lopdf_does_not_know_are_read() {
-        let (mut doc, page) = page_with(vec![
-            op("BT", vec![]),
-            op("Tf", vec!["F1".into(), 10.into()]),
-            op("Td", vec![72.into(), 700.into()]),
-            op(
-                "Tj",
-                vec![Object::string_literal(b"di\x01cult\x02 \x03".to_vec())],
-            ),
-            op("ET", vec![]),
-        ]);
+        let (mut doc, page) = page_with(text_object(vec![op(
+            "Tj",
+            vec![Object::string_literal(b"di\x01cult\x02 \x03".to_vec())],
+        )]));
         edit_font(&mut doc, |font| {
             font.set(
                 "Encoding",
@@ -2145,13 +2127,7 @@ mod tests {
 
     #[test]
     fn a_unicode_map_wins_over_the_programs_own_encoding() {
-        let (mut doc, page) = page_with(vec![
-            op("BT", vec![]),
-            op("Tf", vec!["F1".into(), 10.into()]),
-            op("Td", vec![72.into(), 700.into()]),
-            op("Tj", vec![bytes(b"\x01")]),
-            op("ET", vec![]),
-        ]);
+        let (mut doc, page) = page_with(text_object(vec![op("Tj", vec![bytes(b"\x01")])]));
         let map = doc.add_object(Stream::new(
             dictionary! {},
             b"/CIDInit/ProcSet findresource begin\n12 dict begin\nbegincmap\n\
@@ -2182,13 +2158,7 @@ mod tests {
 
     #[test]
     fn symbol_and_dingbats_read_their_own_glyphs() {
-        let (mut doc, page) = page_with(vec![
-            op("BT", vec![]),
-            op("Tf", vec!["F1".into(), 10.into()]),
-            op("Td", vec![72.into(), 700.into()]),
-            op("Tj", vec![text("p r")]),
-            op("ET", vec![]),
-        ]);
+        let (mut doc, page) = page_with(text_object(vec![op("Tj", vec![text("p r")])]));
         edit_font(&mut doc, |font| {
             font.set("BaseFont", "Symbol");
             font.remove(b"Encoding");
@@ -2201,16 +2171,10 @@ mod tests {
 
     #[test]
     fn type3_glyphs_named_after_their_codes_read_as_those_codes() {
-        let (mut doc, page) = page_with(vec![
-            op("BT", vec![]),
-            op("Tf", vec!["F1".into(), 10.into()]),
-            op("Td", vec![72.into(), 700.into()]),
-            op(
-                "Tj",
-                vec![Object::string_literal(b"Raz\xe8anai AB".to_vec())],
-            ),
-            op("ET", vec![]),
-        ]);
+        let (mut doc, page) = page_with(text_object(vec![op(
+            "Tj",
+            vec![Object::string_literal(b"Raz\xe8anai AB".to_vec())],
+        )]));
         edit_font(&mut doc, |font| {
             font.set("Subtype", "Type3");
             font.set(
