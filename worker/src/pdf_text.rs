@@ -980,13 +980,10 @@ impl<'a> TextReader<'a> {
             self.release_accent();
             // Drawn back over the letter just written: it accents that one.
             if back == Some(true)
-                && self
-                    .out
-                    .chars()
-                    .next_back()
-                    .is_some_and(char::is_alphabetic)
+                && let Some(letter) = self.out.chars().next_back().filter(|c| c.is_alphabetic())
             {
-                self.push_text(mark.encode_utf8(&mut [0; 4]));
+                self.out.pop();
+                self.push_text(&compose(letter, mark, ""));
                 return;
             }
             // Else it may accent the next glyph: hold it until then.
@@ -1003,11 +1000,7 @@ impl<'a> TextReader<'a> {
                 && let Some(first) = chars.next()
                 && first.is_alphabetic()
             {
-                let mut joined = String::with_capacity(text.len() + 4);
-                joined.push(first);
-                joined.push(held.mark);
-                joined.push_str(chars.as_str());
-                self.push_text(&joined);
+                self.push_text(&compose(first, held.mark, chars.as_str()));
                 return;
             }
             self.push_text(&held.spacing);
@@ -1157,6 +1150,16 @@ fn is_mark(c: char) -> bool {
 /// How far back (in ems) a glyph must be drawn over the previous one to
 /// sit on it rather than follow it: a kerning pair moves back less.
 const ACCENT_OVERLAP: f64 = 0.15;
+
+/// A letter with a combining mark, as one character where Unicode has one
+/// (`a` + U+0308 is `ä`), then `rest`.
+fn compose(letter: char, mark: char, rest: &str) -> String {
+    use unicode_normalization::UnicodeNormalization;
+
+    let mut out: String = [letter, mark].into_iter().nfc().collect();
+    out.push_str(rest);
+    out
+}
 
 /// The combining mark of a spacing accent shown on its own.
 fn combining_accent(text: &str) -> Option<char> {
@@ -1858,7 +1861,7 @@ mod tests {
         ]));
         assert_eq!(
             page_text(&doc, page, 1 << 20).expect("text"),
-            "Universita\u{308}t cafe\u{301} \u{a8} x"
+            "Universit\u{e4}t caf\u{e9} \u{a8} x"
         );
     }
 
