@@ -9,6 +9,7 @@
 //!
 //! The queue consumer that drives them is `docflow::worker` (`src/worker/`).
 
+mod cff_strings;
 mod content_kind;
 pub mod email;
 mod glyph_names;
@@ -18,6 +19,7 @@ mod markdown;
 pub mod ocr;
 mod office;
 pub mod pdf;
+mod pdf_cff;
 mod pdf_cjk;
 mod pdf_content;
 mod pdf_ocr;

@@ -251,14 +251,26 @@ impl Font<'_> {
     /// maps in the wild are malformed and decode to U+FFFD), else the
     /// encoding's.
     fn decode(&self, bytes: &[u8]) -> String {
-        if let Some(text) = self
-            .unicode
-            .as_ref()
-            .and_then(|map| map.bytes_to_string(bytes).ok())
-            .filter(|text| !text.contains('\u{fffd}'))
-        {
-            return text;
+        let Some(map) = &self.unicode else {
+            return self.decode_without_map(bytes);
+        };
+        match map.bytes_to_string(bytes) {
+            Ok(text) if !text.contains('\u{fffd}') => text,
+            // Some codes the map does not know (or all, when it is broken):
+            // those alone read through the font's encoding, one by one.
+            _ if self.cjk.is_none() && self.by_code.is_some() => bytes
+                .chunks(self.code_len)
+                .map(|code| match map.bytes_to_string(code) {
+                    Ok(text) if !text.contains('\u{fffd}') => text,
+                    _ => self.decode_without_map(code),
+                })
+                .collect(),
+            _ => self.decode_without_map(bytes),
         }
+    }
+
+    /// The codes read without the `/ToUnicode` map.
+    fn decode_without_map(&self, bytes: &[u8]) -> String {
         if let Some(cjk) = self.cjk {
             return cjk.decode(bytes);
         }
@@ -1446,8 +1458,30 @@ fn builtin_text(
                 .collect(),
         );
     }
-    let embedded = descriptor.is_some_and(|d| d.has(b"FontFile2") || d.has(b"FontFile3"));
-    if embedded {
+    let cff = descriptor.and_then(|d| {
+        d.get_deref(b"FontFile3", document)
+            .and_then(Object::as_stream)
+            .ok()
+    });
+    if let Some(program) = cff {
+        let type1c = program.dict.get(b"Subtype").and_then(Object::as_name).ok()
+            == Some(b"Type1C".as_slice());
+        let bytes = stream_content(program, max_decompressed)
+            .ok()
+            .filter(|_| type1c)?;
+        let names = crate::pdf_cff::builtin_encoding(&bytes)?;
+        return Some(
+            names
+                .iter()
+                .map(|name| {
+                    name.as_deref()
+                        .and_then(crate::glyph_names::to_text)
+                        .unwrap_or_default()
+                })
+                .collect(),
+        );
+    }
+    if descriptor.is_some_and(|d| d.has(b"FontFile2")) {
         return None;
     }
     let base_font = font.get(b"BaseFont").and_then(Object::as_name).ok()?;
