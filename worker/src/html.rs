@@ -128,13 +128,7 @@ pub fn extract(bytes: &[u8], limits: &Limits) -> Result<HtmlExtraction, ExtractE
     let title = title
         .map(|t| t.split_whitespace().collect::<Vec<_>>().join(" "))
         .filter(|t| !t.is_empty());
-    let info = whatlang::detect(&text);
-    let (language, language_confidence) = match info {
-        Some(info) if info.is_reliable() => {
-            (Some(info.lang().code().to_owned()), Some(info.confidence()))
-        }
-        _ => (None, None),
-    };
+    let (language, language_confidence) = crate::text::language(&text);
     Ok(HtmlExtraction {
         counts: TextCounts::of(&text),
         text,

@@ -1708,6 +1708,11 @@ mod tests {
         all
     }
 
+    /// The page's text, read with room to spare.
+    fn text_of(doc: &Document, page: ObjectId) -> String {
+        page_text(doc, page, 1 << 20).expect("text")
+    }
+
     fn page_text(doc: &Document, page: ObjectId, max: usize) -> Result<String, PageError> {
         TextReader::new(doc, max, Duration::from_secs(10))
             .page_text(page, usize::MAX)
@@ -1765,10 +1770,7 @@ mod tests {
             op("Td", vec![Object::Real(-110.0), Object::Real(-14.0)]),
             op("Tj", vec![text("why")]),
         ]));
-        assert_eq!(
-            page_text(&doc, page, 1 << 20).expect("text"),
-            "This essay describes\nwhy"
-        );
+        assert_eq!(text_of(&doc, page), "This essay describes\nwhy");
     }
 
     fn bytes(b: &[u8]) -> Object {
@@ -1810,10 +1812,7 @@ mod tests {
             op("EMC", vec![]),
             op("Tj", vec![text("s")]),
         ]));
-        assert_eq!(
-            page_text(&doc, page, 1 << 20).expect("text"),
-            "11,062.6 infives"
-        );
+        assert_eq!(text_of(&doc, page), "11,062.6 infives");
     }
 
     #[test]
@@ -1827,10 +1826,7 @@ mod tests {
             op("Td", vec![0.into(), Object::Real(-14.0)]),
             op("Tj", vec![text("TITLE")]),
         ]));
-        assert_eq!(
-            page_text(&doc, page, 1 << 20).expect("text"),
-            "0 1 2 3\nTITLE"
-        );
+        assert_eq!(text_of(&doc, page), "0 1 2 3\nTITLE");
     }
 
     #[test]
@@ -1858,7 +1854,7 @@ mod tests {
         operations.push(op("ET", vec![]));
         let (doc, page) = page_with(operations);
         assert_eq!(
-            page_text(&doc, page, 1 << 20).expect("text"),
+            text_of(&doc, page),
             "class member function\nFigure A-\nB and re-\nUse"
         );
     }
@@ -1893,10 +1889,7 @@ mod tests {
             op("Td", vec![20.into(), 0.into()]),
             op("Tj", vec![text("x")]),
         ]));
-        assert_eq!(
-            page_text(&doc, page, 1 << 20).expect("text"),
-            "Universit\u{e4}t caf\u{e9} \u{a8} x"
-        );
+        assert_eq!(text_of(&doc, page), "Universit\u{e4}t caf\u{e9} \u{a8} x");
     }
 
     #[test]
@@ -1933,10 +1926,7 @@ mod tests {
             .and_then(Object::as_dict_mut)
             .expect("dict");
         resources.set("XObject", dictionary! { "Fm1" => form_id });
-        assert_eq!(
-            page_text(&doc, page, 1 << 20).expect("text"),
-            "Before\ninside the form"
-        );
+        assert_eq!(text_of(&doc, page), "Before\ninside the form");
     }
 
     #[test]
@@ -1965,7 +1955,7 @@ mod tests {
             .and_then(Object::as_dict_mut)
             .expect("dict")
             .set("XObject", dictionary! { "Fm1" => form_id });
-        assert_eq!(page_text(&doc, page, 1 << 20).expect("text"), "loop");
+        assert_eq!(text_of(&doc, page), "loop");
     }
 
     #[test]
@@ -1976,7 +1966,7 @@ mod tests {
             op("Td", vec![Object::Real(12.0), 0.into()]),
             op("Tj", vec![text("ores")]),
         ]));
-        assert_eq!(page_text(&doc, page, 1 << 20).expect("text"), "scores");
+        assert_eq!(text_of(&doc, page), "scores");
     }
 
     #[test]
@@ -2120,7 +2110,7 @@ mod tests {
             font.remove(b"Widths");
             font.remove(b"FirstChar");
         });
-        assert_eq!(page_text(&doc, page, 1 << 20).expect("text"), "fill it");
+        assert_eq!(text_of(&doc, page), "fill it");
     }
 
     #[test]
@@ -2140,10 +2130,7 @@ mod tests {
                 },
             );
         });
-        assert_eq!(
-            page_text(&doc, page, 1 << 20).expect("text"),
-            "di\u{fb01}cult \u{c1}"
-        );
+        assert_eq!(text_of(&doc, page), "di\u{fb01}cult \u{c1}");
     }
 
     #[test]
@@ -2185,12 +2172,12 @@ mod tests {
             font.set("ToUnicode", map);
             font.set("FontDescriptor", descriptor);
         });
-        assert_eq!(page_text(&doc, page, 1 << 20).expect("text"), "\u{4f60}");
+        assert_eq!(text_of(&doc, page), "\u{4f60}");
         // Without the map, the program's encoding says what code 1 is.
         edit_font(&mut doc, |font| {
             font.remove(b"ToUnicode");
         });
-        assert_eq!(page_text(&doc, page, 1 << 20).expect("text"), "A");
+        assert_eq!(text_of(&doc, page), "A");
     }
 
     #[test]
@@ -2200,10 +2187,7 @@ mod tests {
             font.set("BaseFont", "Symbol");
             font.remove(b"Encoding");
         });
-        assert_eq!(
-            page_text(&doc, page, 1 << 20).expect("text"),
-            "\u{3c0} \u{3c1}"
-        );
+        assert_eq!(text_of(&doc, page), "\u{3c0} \u{3c1}");
     }
 
     #[test]
@@ -2227,9 +2211,6 @@ mod tests {
             );
         });
         // `g7` at 66 names another code: the base reading stays.
-        assert_eq!(
-            page_text(&doc, page, 1 << 20).expect("text"),
-            "Raz\u{e8}anai AB"
-        );
+        assert_eq!(text_of(&doc, page), "Raz\u{e8}anai AB");
     }
 }

@@ -8,13 +8,7 @@ use crate::{
 
 pub fn extract(bytes: &[u8]) -> Result<TextExtraction, ExtractError> {
     let (text, encoding) = decode(bytes)?;
-    let info = whatlang::detect(&text);
-    let (language, language_confidence) = match info {
-        Some(info) if info.is_reliable() => {
-            (Some(info.lang().code().to_owned()), Some(info.confidence()))
-        }
-        _ => (None, None),
-    };
+    let (language, language_confidence) = language(&text);
     Ok(TextExtraction {
         counts: TextCounts::of(&text),
         text,
@@ -79,6 +73,17 @@ pub(crate) fn prefix_within(text: &str, max: usize) -> &str {
 /// UTF-16 by its byte-order mark, or without one by its pattern of NULs:
 /// text in the Latin, Greek or Cyrillic ranges has a NUL in every other
 /// byte, on the high side of each unit. `None` for anything else.
+/// The text's language (ISO 639-3 code) and the detector's confidence,
+/// when the detection is reliable.
+pub fn language(text: &str) -> (Option<String>, Option<f64>) {
+    match whatlang::detect(text) {
+        Some(info) if info.is_reliable() => {
+            (Some(info.lang().code().to_owned()), Some(info.confidence()))
+        }
+        _ => (None, None),
+    }
+}
+
 pub fn utf16(bytes: &[u8]) -> Option<&'static encoding_rs::Encoding> {
     match bytes {
         [0xff, 0xfe, ..] => return Some(encoding_rs::UTF_16LE),
