@@ -1830,6 +1830,44 @@ mod tests {
     }
 
     #[test]
+    fn a_string_longer_than_a_table_row_is_read_whole() {
+        let long = "x".repeat(MAX_SPACED_GLYPHS + 1);
+        let (doc, page) = page_with(text_object(vec![
+            op("Tc", vec![Object::Real(14.0)]),
+            op("Tj", vec![text(&long)]),
+        ]));
+        assert_eq!(text_of(&doc, page), long);
+    }
+
+    #[test]
+    fn marked_content_nested_past_the_limit_still_pairs_up() {
+        let actual = |s: &[u8]| {
+            op(
+                "BDC",
+                vec![
+                    "Span".into(),
+                    Object::Dictionary(dictionary! { "ActualText" => bytes(s) }),
+                ],
+            )
+        };
+        let mut operations: Vec<Operation> = (0..MAX_MARKED)
+            .map(|_| op("BMC", vec!["Span".into()]))
+            .collect();
+        // Past the limit: counted, not tracked, so its ActualText is not
+        // used; its EMC still closes it, not one of the tracked ones.
+        operations.extend([
+            actual(b"ignored"),
+            op("Tj", vec![text("a")]),
+            op("EMC", vec![]),
+        ]);
+        operations.extend((0..MAX_MARKED).map(|_| op("EMC", vec![])));
+        // Back at the top, an ActualText works again.
+        operations.extend([actual(b"b"), op("Tj", vec![text("z")]), op("EMC", vec![])]);
+        let (doc, page) = page_with(text_object(operations));
+        assert_eq!(text_of(&doc, page), "ab");
+    }
+
+    #[test]
     fn a_word_hyphenated_at_a_line_end_is_one_word() {
         let line = |s: &str| {
             vec![

@@ -109,6 +109,14 @@ mod tests {
     }
 
     #[test]
+    fn an_encoding_past_the_clear_text_limit_is_not_read() {
+        let mut program = b"%!PS-AdobeFont-1.0: X\n%".to_vec();
+        program.extend(std::iter::repeat_n(b' ', MAX_CLEAR_TEXT));
+        program.extend_from_slice(b"\n/Encoding 256 array dup 65 /B put readonly def eexec");
+        assert!(builtin_encoding(&program, None).is_none());
+    }
+
+    #[test]
     fn standard_encoding_and_no_encoding_defer_to_the_pdf() {
         assert!(builtin_encoding(b"/Encoding StandardEncoding def eexec", None).is_none());
         assert!(builtin_encoding(b"%!FontType1 /FontName /X def eexec", None).is_none());
