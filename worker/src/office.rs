@@ -108,9 +108,12 @@ pub fn extract(
             })?;
             if dialect.part.is_some() {
                 for (i, name) in names.into_iter().enumerate() {
-                    let start = starts[i];
-                    let end = starts.get(i + 1).copied().unwrap_or(out.text.len());
-                    parts.push(part(name, &out.text[start..end]));
+                    // Trims after a part began can leave its recorded start
+                    // past the text or inside a character.
+                    let start = char_floor(&out.text, starts[i]);
+                    let end =
+                        char_floor(&out.text, starts.get(i + 1).copied().unwrap_or(usize::MAX));
+                    parts.push(part(name, out.text.get(start..end).unwrap_or_default()));
                 }
             }
             archive.open_document_properties()?
@@ -437,6 +440,15 @@ fn each_element(xml: &[u8], mut f: impl FnMut(&BytesStart<'_>)) -> Result<(), Ex
     }
 }
 
+/// `at`, or the text's end if past it, moved back to a character boundary.
+fn char_floor(text: &str, at: usize) -> usize {
+    let mut at = at.min(text.len());
+    while !text.is_char_boundary(at) {
+        at -= 1;
+    }
+    at
+}
+
 /// Parts (slides, sheets) are separated by a form feed, as PDF pages.
 fn end_part(out: &mut Output) {
     let trimmed = out.text.trim_end().len();
@@ -599,8 +611,11 @@ fn read_text(
                     }
                 }
                 if dialect.cell == Some(name) && skipping.is_none() {
-                    let cell = out.text[cell_start..].trim_end().to_owned();
-                    out.text.truncate(cell_start);
+                    // A row ended inside the cell (hostile nesting) may have
+                    // trimmed the text below where the cell began.
+                    let start = char_floor(&out.text, cell_start);
+                    let cell = out.text[start..].trim_end().to_owned();
+                    out.text.truncate(start);
                     for i in 0..repeat {
                         if i > 0 && cell.is_empty() {
                             break;
@@ -963,6 +978,37 @@ mod tests {
             matches!(&nested, ExtractError::Permanent(m) if m.contains("nested deeper")),
             "{nested:?}"
         );
+    }
+
+    /// Rows and tables nested inside cells, which trim the text below where
+    /// the cell or sheet began, read without a panic.
+    #[test]
+    fn cells_holding_rows_and_tables_do_not_break_the_reader() {
+        let sheet = |cells: &str| {
+            format!(
+                "<office:document-content xmlns:office=\"o\" xmlns:table=\"t\" xmlns:text=\"x\">\
+                 <office:body><office:spreadsheet><table:table table:name=\"S\">\
+                 <table:table-row>{cells}</table:table-row></table:table>\
+                 </office:spreadsheet></office:body></office:document-content>"
+            )
+        };
+        let nested_row = "<table:table-cell><table:table-row></table:table-row>";
+        // The row's end trims the text below where the cell began...
+        let past = sheet(&format!(
+            "{}{nested_row}</table:table-cell>",
+            "<table:table-cell/>".repeat(3)
+        ));
+        // ...or to a place that new text then puts inside a character.
+        let inside = sheet(&format!(
+            "{}{nested_row}<text:p>\u{e9}</text:p></table:table-cell>\
+             <table:table-cell><table:table table:name=\"inner\"><table:table-row>\
+             <table:table-cell/></table:table-row></table:table></table:table-cell>",
+            "<table:table-cell/>".repeat(2)
+        ));
+        for content in [past, inside] {
+            let ods = read(ContentKind::Ods, &[("content.xml", content.as_bytes())]).expect("ods");
+            assert!(!ods.parts.is_empty(), "{content}");
+        }
     }
 
     /// Parts under the per-part limit still may not add up past the
