@@ -475,6 +475,8 @@ mod tests {
             ("DOWNLOAD_URL_TTL_SECS", "0"),
             ("UPLOAD_TIMEOUT_SECS", "soon"),
             ("DOWNLOAD_URL_TTL_SECS", "604801"),
+            ("IDEMPOTENCY_TTL_SECS", "10000000000000"),
+            ("STREAM_TOKEN_TTL_SECS", "31622401"),
             ("WORKER_CONCURRENCY", "0"),
             ("WORKER_CONCURRENCY", "1025"),
             ("EXTRACTOR_MEMORY_BYTES", "1024"),

@@ -380,8 +380,12 @@ fn jwt_secret(raw: &str) -> Result<SecretSlice<u8>, String> {
     Ok(SecretSlice::from(raw.as_bytes().to_vec()))
 }
 
+/// The longest any duration setting may be: a year. Time arithmetic on a
+/// longer one (a token's expiry, an idempotency key's) could overflow.
+const MAX_SECONDS: u64 = 366 * 24 * 3600;
+
 fn seconds(raw: &str) -> Result<Duration, String> {
-    at_least::<u64>(1)(raw).map(Duration::from_secs)
+    between::<u64>(1, MAX_SECONDS)(raw).map(Duration::from_secs)
 }
 
 fn seconds_within(max: u64) -> impl Fn(&str) -> Result<Duration, String> + Clone + Send + Sync {
