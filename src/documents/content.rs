@@ -31,22 +31,23 @@ pub fn identify(head: &[u8], declared: Option<&str>) -> Result<ContentKind, Unsu
         // `[Content_Types].xml` and `_rels/` before `word/`); failing that,
         // the declared Office type decides, and the extractor checks the
         // archive holds that format's parts.
-        Some(kind) if kind.mime_type() == "application/zip" => {
-            return ooxml_by_entries(head)
-                .or_else(|| {
-                    claims_something
-                        .as_deref()
-                        .and_then(|claim| claim.parse::<ContentKind>().ok())
-                        .filter(|kind| kind.is_zip_container())
-                })
-                .ok_or_else(|| {
-                    Unsupported(
-                        "the content is a ZIP archive, not a document DocFlow processes \
+        Some(kind) if kind.mime_type() == "application/zip" => match ooxml_by_entries(head) {
+            // Named by its entries: the declared type must agree (below).
+            Some(kind) => kind,
+            None => {
+                return claims_something
+                    .as_deref()
+                    .and_then(|claim| claim.parse::<ContentKind>().ok())
+                    .filter(|kind| kind.is_zip_container())
+                    .ok_or_else(|| {
+                        Unsupported(
+                            "the content is a ZIP archive, not a document DocFlow processes \
                          (declare an Office type for an Office document)"
-                            .to_owned(),
-                    )
-                });
-        }
+                                .to_owned(),
+                        )
+                    });
+            }
+        },
         Some(kind) => kind.mime_type().parse::<ContentKind>().map_err(|_| {
             Unsupported(format!(
                 "the content is {} ({}), which DocFlow does not process",
@@ -80,7 +81,13 @@ pub fn identify(head: &[u8], declared: Option<&str>) -> Result<ContentKind, Unsu
                 _ => {}
             }
         }
-        let agrees = claimed.is_ok_and(|k| k == detected);
+        // Office documents are ZIP archives, and some clients say so.
+        let zip_claim = detected.is_zip_container()
+            && matches!(
+                claim.as_str(),
+                "application/zip" | "application/x-zip-compressed"
+            );
+        let agrees = zip_claim || claimed.is_ok_and(|k| k == detected);
         if !agrees {
             return Err(Unsupported(format!(
                 "declared as {claim} but the content is {detected}"
@@ -415,6 +422,17 @@ mod tests {
         assert_eq!(ooxml_by_entries(&head), Some(ContentKind::Docx));
         assert_eq!(identify(&head, None), Ok(ContentKind::Docx));
         assert_eq!(ooxml_by_entries(b"PK\x03\x04"), None);
+        // What the entries name must agree with what is declared.
+        assert!(identify(&head, Some("image/png")).is_err());
+        assert!(identify(&head, Some(ContentKind::Xlsx.mime())).is_err());
+        assert_eq!(
+            identify(&head, Some(ContentKind::Docx.mime())),
+            Ok(ContentKind::Docx)
+        );
+        assert_eq!(
+            identify(&head, Some("application/zip")),
+            Ok(ContentKind::Docx)
+        );
     }
 
     #[test]
