@@ -259,28 +259,39 @@ pub async fn import_original(
 /// sessions; its tokens stop working everywhere at once.
 pub async fn delete_user(config: Config, email: &str) -> anyhow::Result<String> {
     let email = Email::parse(email).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let shared_blocklist = config.redis.url.is_some();
     let state = build_state(config, Topology::SingleNode).await?;
-    let keys = match state.auth.delete_account(&email).await {
-        Ok(Some(keys)) => keys,
-        Ok(None) => anyhow::bail!("no account with email {email}"),
-        Err(err) => anyhow::bail!(
-            "{email} is deleted, but its sessions could not all be ended ({err}): \
-             its access tokens stay valid until they expire (at most 15 minutes)"
-        ),
+    let Some(deleted) = state.auth.delete_account(&email).await? else {
+        anyhow::bail!("no account with email {email}");
     };
+    // The rows are gone: the objects go too, whatever became of the sessions.
     let mut left = 0;
-    for key in &keys {
+    for key in &deleted.storage_keys {
         if let Err(err) = state.storage.delete(key).await {
             tracing::warn!(error = %err, key, "cannot delete a deleted account's object");
             left += 1;
         }
     }
-    Ok(format!(
-        "deleted {email}: {} documents ({} objects could not be removed from storage), \
-         every session ended",
-        keys.len(),
-        left
-    ))
+    let removed = format!(
+        "deleted {email}: {} documents ({left} objects could not be removed from storage)",
+        deleted.storage_keys.len()
+    );
+    if !deleted.sessions_blocked {
+        anyhow::bail!(
+            "{removed}, but its sessions could not all be ended (the token blocklist is \
+             unavailable): its access tokens stay valid until they expire (at most 15 minutes)"
+        );
+    }
+    if !shared_blocklist {
+        // Without Redis the blocklist lives in each process: this one's is
+        // not the running server's.
+        return Ok(format!(
+            "{removed}; its refresh tokens are revoked, but without REDIS_URL a running \
+             server does not see the blocklist: its access tokens stay valid there until \
+             they expire (at most 15 minutes)"
+        ));
+    }
+    Ok(format!("{removed}, every session ended"))
 }
 
 /// Makes an existing account an admin: the only way to get one.

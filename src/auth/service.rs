@@ -88,6 +88,14 @@ pub struct AuthService {
     stream_token_ttl: std::time::Duration,
 }
 
+/// What deleting an account leaves to its caller.
+pub struct DeletedAccount {
+    /// The stored objects of its documents.
+    pub storage_keys: Vec<String>,
+    /// Whether every session went on the token blocklist.
+    pub sessions_blocked: bool,
+}
+
 impl AuthService {
     pub fn new(
         db: PgPool,
@@ -328,24 +336,28 @@ impl AuthService {
     /// caller to delete (`None`: no such account). The blocks need Redis:
     /// without it the deletion still happens, and is reported as
     /// `Unavailable` after it.
-    pub async fn delete_account(&self, email: &Email) -> Result<Option<Vec<String>>, AuthError> {
+    /// Deletes the account's rows and blocks its sessions. The rows are
+    /// gone once this returns `Some`, even if a session could not be
+    /// blocked (`sessions_blocked` says), so the caller must still remove
+    /// the stored objects it names.
+    pub async fn delete_account(&self, email: &Email) -> Result<Option<DeletedAccount>, AuthError> {
         let mut tx = self.db.begin().await?;
         let Some(deleted) = db::users::delete(&mut tx, email).await? else {
             return Ok(None);
         };
         tx.commit().await?;
-        let mut blocked = true;
+        let mut sessions_blocked = true;
         for session in &deleted.sessions {
             if let Err(err) = self.block_session(*session).await {
                 tracing::error!(error = %err, %session, "cannot block a deleted account's session");
-                blocked = false;
+                sessions_blocked = false;
             }
             self.publisher.revoke_session(*session).await;
         }
-        if !blocked {
-            return Err(AuthError::Unavailable("the token blocklist"));
-        }
-        Ok(Some(deleted.storage_keys))
+        Ok(Some(DeletedAccount {
+            storage_keys: deleted.storage_keys,
+            sessions_blocked,
+        }))
     }
 
     pub async fn current_user(&self, access: &AccessClaims) -> Result<User, AuthError> {
