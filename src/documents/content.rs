@@ -313,8 +313,7 @@ mod tests {
 
     const PNG: &[u8] = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR";
 
-    /// Office archives are named by their entries, whatever infer makes of
-    /// them; a bare ZIP needs an Office claim.
+    /// Mail is known by its header block; declared as plain text it is that.
     #[test]
     fn mail_is_sniffed_by_its_header_block() {
         let mail =
@@ -405,6 +404,8 @@ mod tests {
         assert_eq!(identify(&head, Some(docx)), Ok(ContentKind::Docx));
     }
 
+    /// Office archives are named by their entries, whatever infer makes of
+    /// them; a bare ZIP needs an Office claim.
     #[test]
     fn office_archives_by_their_entries() {
         // Local headers as Word writes them: content types, rels, word/.
