@@ -12,6 +12,9 @@ use crate::{
     text::Bounded,
 };
 
+/// The most of a page's `<title>` kept.
+const MAX_TITLE_BYTES: usize = 4096;
+
 /// Elements whose content is not shown.
 const HIDDEN: &[&str] = &[
     "script", "style", "noscript", "template", "head", "svg", "iframe", "object",
@@ -194,7 +197,10 @@ impl Text {
         }
         let decoded = decode_entities(raw);
         if let Some(title) = title {
-            title.get_or_insert_with(String::new).push_str(&decoded);
+            // An unclosed <title> would otherwise take the whole page.
+            let title = title.get_or_insert_with(String::new);
+            let room = MAX_TITLE_BYTES.saturating_sub(title.len());
+            title.push_str(crate::text::prefix_within(&decoded, room));
             return;
         }
         if !shown {
@@ -330,6 +336,15 @@ mod tests {
             "Heading\nOne & two three\nlink\nfirst\nsecond\na\tb\t\n  kept\n  as is"
         );
         assert!(!html.text.contains("alert"));
+    }
+
+    #[test]
+    fn an_unclosed_title_is_bounded() {
+        let page = format!("<html><head><title>{}", "long title ".repeat(10_000));
+        let html = extract(page.as_bytes(), &Limits::default()).expect("html");
+        let title = html.title.expect("a title");
+        assert!(title.len() <= MAX_TITLE_BYTES, "{} bytes", title.len());
+        assert!(title.starts_with("long title long title"));
     }
 
     #[test]
