@@ -41,6 +41,12 @@ pub const MAX_RATIO: u64 = 200;
 pub const MAX_DEPTH: usize = 256;
 /// Repeated cells of an OpenDocument spreadsheet written out, at most.
 const MAX_REPEAT: usize = 100;
+/// Slides, sheets or tables listed per document, at most: one part
+/// listed a million times would make the answer larger than the worker
+/// takes, and fail the job without a reason.
+pub const MAX_PARTS: usize = 10_000;
+/// A part's name (a sheet's or table's) is cut to this many characters.
+const MAX_PART_NAME_CHARS: usize = 1_000;
 
 pub fn extract(
     path: &Path,
@@ -68,7 +74,13 @@ pub fn extract(
                 let xml = archive.part(&slide)?;
                 let start = out.text.len();
                 read_text(&xml, &Dialect::DRAWING, &mut out, &mut |_, _| {})?;
-                parts.push(part(format!("Slide {}", n + 1), &out.text[start..]));
+                push_part(
+                    &mut parts,
+                    format!("Slide {}", n + 1),
+                    &out.text,
+                    start,
+                    usize::MAX,
+                )?;
                 end_part(&mut out);
             }
             archive.ooxml_properties()?
@@ -88,7 +100,7 @@ pub fn extract(
                     .get(n)
                     .cloned()
                     .unwrap_or_else(|| format!("Sheet {}", n + 1));
-                parts.push(part(name, &out.text[start..]));
+                push_part(&mut parts, name, &out.text, start, usize::MAX)?;
                 end_part(&mut out);
             }
             archive.ooxml_properties()?
@@ -108,12 +120,8 @@ pub fn extract(
             })?;
             if dialect.part.is_some() {
                 for (i, name) in names.into_iter().enumerate() {
-                    // Trims after a part began can leave its recorded start
-                    // past the text or inside a character.
-                    let start = char_floor(&out.text, starts[i]);
-                    let end =
-                        char_floor(&out.text, starts.get(i + 1).copied().unwrap_or(usize::MAX));
-                    parts.push(part(name, out.text.get(start..end).unwrap_or_default()));
+                    let end = starts.get(i + 1).copied().unwrap_or(usize::MAX);
+                    push_part(&mut parts, name, &out.text, starts[i], end)?;
                 }
             }
             archive.open_document_properties()?
@@ -135,13 +143,29 @@ pub fn extract(
     })
 }
 
-fn part(name: String, text: &str) -> OfficePart {
-    let text = text.trim().to_owned();
-    OfficePart {
-        name,
+/// Lists the part `name` whose text is `text[start..end]`. Trims after a
+/// part began can leave its recorded start past the text or inside a
+/// character: both ends are clamped.
+fn push_part(
+    parts: &mut Vec<OfficePart>,
+    name: String,
+    text: &str,
+    start: usize,
+    end: usize,
+) -> Result<(), ExtractError> {
+    if parts.len() == MAX_PARTS {
+        return Err(too_complex(format!(
+            "the document lists more than {MAX_PARTS} slides, sheets or tables"
+        )));
+    }
+    let (start, end) = (char_floor(text, start), char_floor(text, end));
+    let text = text.get(start..end).unwrap_or_default().trim().to_owned();
+    parts.push(OfficePart {
+        name: name.chars().take(MAX_PART_NAME_CHARS).collect(),
         counts: TextCounts::of(&text),
         text,
-    }
+    });
+    Ok(())
 }
 
 fn too_complex(what: impl std::fmt::Display) -> ExtractError {
@@ -831,6 +855,32 @@ mod tests {
         assert_eq!(docx.properties.title.as_deref(), Some("Quarterly & more"));
         assert_eq!(docx.properties.author.as_deref(), Some("Ada"));
         assert!(docx.parts.is_empty());
+    }
+
+    /// One slide listed past the limit fails the document with a reason.
+    #[test]
+    fn a_presentation_listing_too_many_slides_is_too_complex() {
+        let ids: String = (0..=MAX_PARTS)
+            .map(|i| format!(r#"<p:sldId id="{}" r:id="rId2"/>"#, 256 + i))
+            .collect();
+        let presentation = format!(
+            r#"<p:presentation xmlns:p="p" xmlns:r="r"><p:sldIdLst>{ids}</p:sldIdLst></p:presentation>"#
+        );
+        let rels = br#"<Relationships><Relationship Id="rId2" Target="slides/slide1.xml"/></Relationships>"#;
+        let slide = br#"<p:sld xmlns:p="p" xmlns:a="a"><a:p><a:r><a:t>x</a:t></a:r></a:p></p:sld>"#;
+        let many = read(
+            ContentKind::Pptx,
+            &[
+                ("ppt/presentation.xml", presentation.as_bytes()),
+                ("ppt/_rels/presentation.xml.rels", rels),
+                ("ppt/slides/slide1.xml", slide),
+            ],
+        )
+        .expect_err("too many");
+        assert!(
+            matches!(&many, ExtractError::Permanent(m) if m.starts_with("too_complex:") && m.contains("10000 slides")),
+            "{many:?}"
+        );
     }
 
     #[test]
