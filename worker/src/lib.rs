@@ -50,6 +50,14 @@ pub enum ExtractError {
     Permanent(String),
 }
 
+impl ExtractError {
+    /// A document past one of the extractors' bounds: permanent, its
+    /// message `too_complex: ` and the bound it passed.
+    pub fn too_complex(what: impl std::fmt::Display) -> Self {
+        Self::Permanent(format!("too_complex: {what}"))
+    }
+}
+
 /// OCR settings; `None` in [`Limits::ocr`] turns OCR off.
 #[derive(Debug, Clone)]
 pub struct OcrOptions {

@@ -154,7 +154,7 @@ fn push_part(
     end: usize,
 ) -> Result<(), ExtractError> {
     if parts.len() == MAX_PARTS {
-        return Err(too_complex(format!(
+        return Err(ExtractError::too_complex(format!(
             "the document lists more than {MAX_PARTS} slides, sheets or tables"
         )));
     }
@@ -166,10 +166,6 @@ fn push_part(
         text,
     });
     Ok(())
-}
-
-fn too_complex(what: impl std::fmt::Display) -> ExtractError {
-    ExtractError::Permanent(format!("too_complex: {what}"))
 }
 
 struct Archive<R> {
@@ -188,7 +184,7 @@ impl<R: Read + Seek> Archive<R> {
             ))
         })?;
         if zip.len() > MAX_ENTRIES {
-            return Err(too_complex(format!(
+            return Err(ExtractError::too_complex(format!(
                 "the archive lists {} entries (at most {MAX_ENTRIES})",
                 zip.len()
             )));
@@ -239,7 +235,7 @@ impl<R: Read + Seek> Archive<R> {
         let inflated = bytes.len() as u64;
         if inflated > room {
             let mib = |bytes: u64| bytes as f64 / (1024.0 * 1024.0);
-            return Err(too_complex(if room == self.max_part {
+            return Err(ExtractError::too_complex(if room == self.max_part {
                 format!("{name} inflates past {:.1} MiB", mib(room))
             } else {
                 format!(
@@ -249,7 +245,7 @@ impl<R: Read + Seek> Archive<R> {
             }));
         }
         if inflated > 1024 * 1024 && inflated > stored.saturating_mul(MAX_RATIO) {
-            return Err(too_complex(format!(
+            return Err(ExtractError::too_complex(format!(
                 "{name} inflates {}-fold (a zip bomb; at most {MAX_RATIO}-fold)",
                 inflated / stored.max(1)
             )));
@@ -436,7 +432,9 @@ impl Depth {
     fn open(&mut self) -> Result<(), ExtractError> {
         self.0 += 1;
         if self.0 > MAX_DEPTH {
-            return Err(too_complex(format!("XML nested deeper than {MAX_DEPTH}")));
+            return Err(ExtractError::too_complex(format!(
+                "XML nested deeper than {MAX_DEPTH}"
+            )));
         }
         Ok(())
     }

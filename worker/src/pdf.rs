@@ -217,7 +217,7 @@ fn encrypted() -> ExtractError {
 }
 
 fn too_complex(page: u32, why: &str) -> ExtractError {
-    ExtractError::Permanent(format!("too_complex: {why} (reading page {page})"))
+    ExtractError::too_complex(format!("{why} (reading page {page})"))
 }
 
 /// The pages in document order, walking the page tree from the catalog.
