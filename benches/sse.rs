@@ -439,7 +439,7 @@ async fn measure(
             attempt_delta: 0,
             error: None,
             dead_letter: None,
-            result: Some(r#"{"kind":"text","text":"","encoding":"UTF-8","counts":{"characters":0,"words":0,"lines":0}}"#.into()),
+            result: Some(r#"{"kind":"text","text":"","encoding":"UTF-8","counts":{"chars":0,"words":0,"lines":0}}"#.into()),
             started_at: Some(chrono::Utc::now()),
             start_recorded: true,
         };
