@@ -5,7 +5,6 @@ pub mod dead_letter_jobs;
 pub mod documents;
 pub mod job_events;
 pub mod jobs;
-pub mod processing_results;
 pub mod queue_workers;
 pub mod refresh_tokens;
 pub mod users;

@@ -18,8 +18,7 @@ use crate::{
     db::{
         self, Cursor,
         dead_letter_jobs::DeadLetter,
-        jobs::{Inserted, Job, ListFilter, NewJob},
-        processing_results::ProcessingResult,
+        jobs::{Inserted, Job, ListFilter, NewJob, ProcessingResult},
     },
     domain::{
         DocumentId, FailureReason, IdempotencyKey, InvalidInput, JobId, JobStatus, OcrLanguages,
@@ -165,7 +164,7 @@ impl JobService {
     }
 
     pub async fn result_of(&self, job: &Job) -> Result<Option<ProcessingResult>, JobError> {
-        Ok(db::processing_results::for_job(&self.db, job.id).await?)
+        Ok(db::jobs::result_of(&self.db, job.id).await?)
     }
 
     /// One page of the owner's jobs, newest first, and how many match (at
@@ -204,7 +203,7 @@ impl JobService {
         db::documents::find_owned(&self.db, owner, document_id)
             .await?
             .ok_or(JobError::DocumentNotFound)?;
-        db::processing_results::latest_for_document(&self.db, owner, document_id)
+        db::jobs::latest_result_for_document(&self.db, owner, document_id)
             .await?
             .ok_or(JobError::NoResult)
     }

@@ -41,7 +41,7 @@ fn ended(job: JobId, run: RunId, status: JobStatus, event: JobEventKind) -> Move
         error: (status == JobStatus::Failed).then(|| "corrupt".to_owned()),
         dead_letter: (status == JobStatus::Failed).then_some(FailureReason::Permanent),
         result: (status == JobStatus::Succeeded).then(|| {
-            r#"{"kind":"text","text":"x","encoding":"UTF-8","counts":{"characters":1,"words":1,"lines":1}}"#.to_owned()
+            r#"{"kind":"text","text":"x","encoding":"UTF-8","counts":{"chars":1,"words":1,"lines":1}}"#.to_owned()
         }),
         started_at: Some(chrono::Utc::now()),
         start_recorded: false,
@@ -97,7 +97,7 @@ async fn a_stale_run_records_nothing(db: PgPool) {
     let job = get_json(&app, &tokens, &format!("/api/v1/jobs/{job_id}")).await;
     assert_eq!(job["status"], "queued", "{job}");
     assert_eq!(job["attempts"], 0);
-    let results: i64 = sqlx::query_scalar("SELECT count(*) FROM processing_results")
+    let results: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs WHERE result IS NOT NULL")
         .fetch_one(&db)
         .await
         .expect("count");
@@ -135,6 +135,88 @@ async fn a_stale_run_records_nothing(db: PgPool) {
             "succeeded"
         ]
     );
+}
+
+/// A run whose start was not written before its end records both on one
+/// event row and its result on the job's row; readers see every event,
+/// numbered as before, and resume after any of them.
+#[sqlx::test]
+async fn a_short_run_is_recorded_by_one_event_row(db: PgPool) {
+    let app = TestApp::spawn(db.clone()).await;
+    let tokens = app.signed_in("short@example.com").await;
+    let document = text_document(&app, &tokens).await;
+    let job_id = start_job(&app, &tokens, &document).await;
+    let run = claim_next(&db, uuid::Uuid::now_v7(), LIMITS)
+        .await
+        .expect("claim")
+        .pop()
+        .expect("claimed");
+    let mut end = ended(
+        run.id,
+        run.run_id,
+        JobStatus::Succeeded,
+        JobEventKind::Succeeded,
+    );
+    let began = chrono::Utc::now() - chrono::Duration::milliseconds(50);
+    end.started_at = Some(began);
+    let written = apply(&db, &[end], &[]).await.expect("apply");
+    let numbered: Vec<(i32, JobEventKind)> = written.iter().map(|e| (e.seq, e.status)).collect();
+    assert_eq!(
+        numbered,
+        [(2, JobEventKind::Processing), (3, JobEventKind::Succeeded)]
+    );
+    assert_eq!(
+        written[0].created_at.timestamp_micros(),
+        began.timestamp_micros(),
+        "the start keeps its own time"
+    );
+
+    let stored: Vec<(i32, String, bool)> = sqlx::query_as(
+        "SELECT seq, status, processing_at IS NOT NULL FROM job_events
+         WHERE job_id = $1::uuid ORDER BY seq",
+    )
+    .bind(&job_id)
+    .fetch_all(&db)
+    .await
+    .expect("rows");
+    assert_eq!(
+        stored,
+        [
+            (1, "queued".to_owned(), false),
+            (3, "succeeded".to_owned(), true)
+        ]
+    );
+    let id = JobId(job_id.parse().expect("id"));
+    for (after, expected) in [
+        (0, vec![1, 2, 3]),
+        (1, vec![2, 3]),
+        (2, vec![3]),
+        (3, vec![]),
+    ] {
+        let seqs: Vec<i32> = docflow::db::job_events::list_after(&db, id, after)
+            .await
+            .expect("events")
+            .iter()
+            .map(|e| e.seq)
+            .collect();
+        assert_eq!(seqs, expected, "after {after}");
+    }
+    let latest = docflow::db::job_events::latest(&db, id)
+        .await
+        .expect("latest")
+        .expect("an event");
+    assert_eq!((latest.seq, latest.status), (3, JobEventKind::Succeeded));
+
+    let job = get_json(&app, &tokens, &format!("/api/v1/jobs/{job_id}")).await;
+    assert_eq!(job["result"]["result"]["text"], "x", "{job}");
+    assert_eq!(job["result"]["job_id"], job_id.as_str());
+    let latest = get_json(
+        &app,
+        &tokens,
+        &format!("/api/v1/documents/{document}/result"),
+    )
+    .await;
+    assert_eq!(latest["job_id"], job_id.as_str(), "{latest}");
 }
 
 #[sqlx::test]
@@ -725,7 +807,7 @@ async fn sigkill_chaos_loses_nothing(db: PgPool) {
     }
     let (succeeded, results, dead): (i64, i64, i64) = sqlx::query_as(
         "SELECT (SELECT count(*) FROM jobs WHERE status = 'succeeded'),
-                (SELECT count(*) FROM processing_results),
+                (SELECT count(*) FROM jobs WHERE result IS NOT NULL),
                 (SELECT count(*) FROM dead_letter_jobs)",
     )
     .fetch_one(&db)

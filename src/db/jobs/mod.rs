@@ -242,6 +242,55 @@ pub async fn find_owned(
         .await
 }
 
+/// A succeeded job's result (`jobs.result`, written by the update that
+/// marked it succeeded).
+#[derive(Debug, Clone)]
+pub struct ProcessingResult {
+    pub job_id: JobId,
+    pub document_id: DocumentId,
+    pub result: serde_json::Value,
+    /// When the job succeeded.
+    pub created_at: DateTime<Utc>,
+}
+
+/// The job's result, if it has one.
+pub async fn result_of(
+    db: impl PgExecutor<'_>,
+    job_id: JobId,
+) -> Result<Option<ProcessingResult>, sqlx::Error> {
+    sqlx::query_as!(
+        ProcessingResult,
+        r#"SELECT id AS "job_id: JobId", document_id AS "document_id: DocumentId",
+                  result AS "result!", completed_at AS "created_at!"
+           FROM jobs WHERE id = $1 AND result IS NOT NULL"#,
+        job_id.0,
+    )
+    .fetch_optional(db)
+    .await
+}
+
+/// The result of the owner's newest job of the document that has one:
+/// newest by creation, through `jobs_document_idx`, which stops at the
+/// first job with a result.
+pub async fn latest_result_for_document(
+    db: impl PgExecutor<'_>,
+    owner: UserId,
+    document_id: DocumentId,
+) -> Result<Option<ProcessingResult>, sqlx::Error> {
+    sqlx::query_as!(
+        ProcessingResult,
+        r#"SELECT id AS "job_id: JobId", document_id AS "document_id: DocumentId",
+                  result AS "result!", completed_at AS "created_at!"
+           FROM jobs
+           WHERE document_id = $1 AND owner_id = $2 AND result IS NOT NULL
+           ORDER BY created_at DESC LIMIT 1"#,
+        document_id.0,
+        owner.0,
+    )
+    .fetch_optional(db)
+    .await
+}
+
 /// Which of an owner's jobs a list shows.
 #[derive(Debug, Clone, Copy)]
 pub struct ListFilter {

@@ -11,7 +11,7 @@ use crate::domain::{
     DocumentId, FailureReason, JobEventKind, JobId, JobStatus, OcrMode, RunId, UserId,
 };
 
-use super::super::job_events::JobEvent;
+use super::super::job_events::{EventRow, JobEvent};
 
 /// A job a worker has claimed, with what its run needs (no further read).
 /// Claimed, it is leased to the worker but still `queued`: it becomes
@@ -237,10 +237,10 @@ pub struct Started {
 /// Applies a batch of moves and start marks in one statement, each guarded
 /// by its run (`run_id = $run` on a leased job): a move for a run that was
 /// rescued, cancelled or requeued meanwhile changes nothing. A move writes
-/// the job, its events, its result and its dead-letter record together (a
-/// job succeeds once, ever: only failed and cancelled jobs are requeued, so
-/// its result is a plain insert); a run that started and ended before its start mark was
-/// written gets its `processing` event here, just before its last one.
+/// the job (with its result: a job succeeds once, ever, since only failed
+/// and cancelled jobs are requeued), its event and its dead-letter record
+/// together. A run that started and ended before its start mark was
+/// written records its `processing` event on the row of its last one.
 /// Returns the events written, in order. `moves` and `started` must not
 /// name the same job.
 pub async fn apply(
@@ -263,7 +263,7 @@ pub async fn apply(
     let started_runs: Vec<Uuid> = started.iter().map(|s| s.run.0).collect();
     let started_at: Vec<DateTime<Utc>> = started.iter().map(|s| s.at).collect();
     sqlx::query_as!(
-        JobEvent,
+        EventRow,
         r#"WITH input AS (
                SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::float8[],
                                     $6::int[], $7::text[], $8::text[], $9::text[], $10::timestamptz[],
@@ -289,25 +289,22 @@ pub async fn apply(
                                      ELSE i.error END,
                    started_at = coalesce(i.started_at, j.started_at),
                    completed_at = CASE WHEN i.status IN ('succeeded', 'failed') THEN now() END,
+                   result = coalesce(i.result::jsonb, j.result),
                    run_id = NULL, lease_owner = NULL, updated_at = now(),
                    event_seq = j.event_seq + CASE WHEN i.event IS NULL THEN 0
                                                   WHEN i.start_recorded THEN 1
                                                   ELSE 2 END
                FROM input i
                WHERE j.id = i.id AND j.run_id = i.run_id AND j.status IN ('queued', 'processing')
-               RETURNING j.id, j.owner_id, j.document_id, j.event_seq, j.attempts,
-                         j.updated_at, i.start_recorded, i.event, i.error, i.result,
-                         i.dead_reason, coalesce(i.started_at, j.updated_at) AS started_at
+               RETURNING j.id, j.owner_id, j.event_seq, j.attempts, j.updated_at,
+                         i.start_recorded, i.event, i.error, i.dead_reason,
+                         coalesce(i.started_at, j.updated_at) AS started_at
            ),
            unload AS (
                INSERT INTO queue_owner_load (owner_id, counter, leases)
                SELECT owner_id, 'returned', count(*) FROM moved GROUP BY owner_id
                ON CONFLICT (owner_id, counter) DO UPDATE
                SET leases = queue_owner_load.leases + EXCLUDED.leases
-           ),
-           results AS (
-               INSERT INTO processing_results (job_id, document_id, result)
-               SELECT id, document_id, result::jsonb FROM moved WHERE result IS NOT NULL
            ),
            dead AS (
                INSERT INTO dead_letter_jobs (job_id, reason, error, attempts)
@@ -317,16 +314,14 @@ pub async fn apply(
                SET reason = EXCLUDED.reason, error = EXCLUDED.error,
                    attempts = EXCLUDED.attempts, failed_at = now()
            )
-           INSERT INTO job_events (job_id, seq, status, attempts, error, created_at)
-           SELECT id, event_seq, 'processing', attempts, NULL, at FROM marked
+           INSERT INTO job_events (job_id, seq, status, attempts, error, created_at, processing_at)
+           SELECT id, event_seq, 'processing', attempts, NULL, at, NULL FROM marked
            UNION ALL
-           SELECT id, event_seq - 1, 'processing', attempts, NULL, started_at FROM moved
-           WHERE event IS NOT NULL AND NOT start_recorded
-           UNION ALL
-           SELECT id, event_seq, event, attempts, error, updated_at FROM moved
-           WHERE event IS NOT NULL
+           SELECT id, event_seq, event, attempts, error, updated_at,
+                  CASE WHEN NOT start_recorded THEN started_at END
+           FROM moved WHERE event IS NOT NULL
            RETURNING job_id AS "job_id: JobId", seq, status AS "status: JobEventKind", attempts,
-                     error, created_at"#,
+                     error, created_at, processing_at"#,
         &ids,
         &runs,
         &statuses as &[JobStatus],
@@ -344,7 +339,8 @@ pub async fn apply(
     )
     .fetch_all(db)
     .await
-    .map(|mut events| {
+    .map(|rows| {
+        let mut events: Vec<JobEvent> = rows.into_iter().flat_map(EventRow::events).collect();
         // In job order, then in the order they happened.
         events.sort_by_key(|e| (e.job_id.0, e.seq));
         events

@@ -19,7 +19,7 @@ use uuid::Uuid;
 
 use crate::{
     db::jobs::ListFilter,
-    db::{jobs::Job, processing_results::ProcessingResult},
+    db::jobs::{Job, ProcessingResult},
     domain::{DocumentId, IdempotencyKey, JobId, JobStatus, OcrMode, Priority},
     http::{
         AppState,

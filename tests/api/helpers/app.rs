@@ -456,18 +456,27 @@ pub async fn run_job(app: &TestApp, tokens: &Tokens, document_id: &str, within: 
     wait_for_job(app, tokens, &id, within, is_terminal).await
 }
 
-/// The job's events as stored: (status, attempts, error, time), in order.
+/// The job's events as the product reads them back (a row that records a
+/// run's start and end is two events): (status, attempts, error, time), in
+/// order.
 pub async fn job_events(
     db: &PgPool,
     job_id: &str,
 ) -> Vec<(String, i32, Option<String>, chrono::DateTime<chrono::Utc>)> {
-    sqlx::query_as(
-        "SELECT status, attempts, error, created_at FROM job_events WHERE job_id = $1::uuid ORDER BY seq",
-    )
-    .bind(job_id)
-    .fetch_all(db)
-    .await
-    .expect("events")
+    let id = docflow::domain::JobId(job_id.parse().expect("a job id"));
+    docflow::db::job_events::list_after(db, id, 0)
+        .await
+        .expect("events")
+        .into_iter()
+        .map(|e| {
+            (
+                e.status.as_str().to_owned(),
+                e.attempts,
+                e.error,
+                e.created_at,
+            )
+        })
+        .collect()
 }
 
 /// The statuses of a job's events, in order.
