@@ -260,14 +260,20 @@ pub struct WorkerConfig {
     #[arg(id = "worker-concurrency", long = "worker-concurrency", env = "WORKER_CONCURRENCY", default_value = "64", value_parser = between::<usize>(1, 1024))]
     pub concurrency: usize,
     /// Jobs a worker claims beyond those it runs, to have the next at hand.
-    #[arg(id = "worker-prefetch", long = "worker-prefetch", env = "WORKER_PREFETCH", default_value = "16", value_parser = between::<usize>(0, 1024))]
+    /// Short jobs end faster than a claim's round trip, so the buffer is as
+    /// large as the concurrency by default: 64 gave no-op runs 1.3–1.9× the
+    /// throughput of 16, one claim statement serving 64 jobs instead of 40.
+    #[arg(id = "worker-prefetch", long = "worker-prefetch", env = "WORKER_PREFETCH", default_value = "64", value_parser = between::<usize>(0, 1024))]
     pub prefetch: usize,
     /// A worker whose lease is not renewed for this long is gone; its runs
     /// are rescued.
     #[arg(id = "worker-lease-ttl-secs", long = "worker-lease-ttl-secs", env = "WORKER_LEASE_TTL_SECS", default_value = "6", value_parser = seconds)]
     pub lease_ttl: Duration,
-    /// Jobs of one user running at once, across all workers.
-    #[arg(id = "max-running-per-user", long = "max-running-per-user", env = "MAX_RUNNING_PER_USER", default_value = "256", value_parser = at_least::<u32>(1))]
+    /// Jobs of one user running at once, across all workers. A lease counts
+    /// until its run's end is committed, so runs waiting for the completer
+    /// count too: at 256 one worker's own backlog of short runs stalled its
+    /// claims.
+    #[arg(id = "max-running-per-user", long = "max-running-per-user", env = "MAX_RUNNING_PER_USER", default_value = "1024", value_parser = at_least::<u32>(1))]
     pub max_running_per_user: u32,
     /// Where the worker serves /metrics and its health probes.
     #[arg(
