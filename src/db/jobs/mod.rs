@@ -253,20 +253,27 @@ pub struct ProcessingResult {
     pub created_at: DateTime<Utc>,
 }
 
+/// The one select list of a [`ProcessingResult`], like [`select_job!`]'s.
+macro_rules! select_result {
+    ($tail:literal $(, $arg:expr)* $(,)?) => {
+        sqlx::query_as!(
+            ProcessingResult,
+            r#"SELECT id AS "job_id: JobId", document_id AS "document_id: DocumentId",
+                      result AS "result!", completed_at AS "created_at!"
+               FROM jobs "# + $tail
+            $(, $arg)*
+        )
+    };
+}
+
 /// The job's result, if it has one.
 pub async fn result_of(
     db: impl PgExecutor<'_>,
     job_id: JobId,
 ) -> Result<Option<ProcessingResult>, sqlx::Error> {
-    sqlx::query_as!(
-        ProcessingResult,
-        r#"SELECT id AS "job_id: JobId", document_id AS "document_id: DocumentId",
-                  result AS "result!", completed_at AS "created_at!"
-           FROM jobs WHERE id = $1 AND result IS NOT NULL"#,
-        job_id.0,
-    )
-    .fetch_optional(db)
-    .await
+    select_result!("WHERE id = $1 AND result IS NOT NULL", job_id.0)
+        .fetch_optional(db)
+        .await
 }
 
 /// The result of the owner's newest job of the document that has one:
@@ -277,13 +284,9 @@ pub async fn latest_result_for_document(
     owner: UserId,
     document_id: DocumentId,
 ) -> Result<Option<ProcessingResult>, sqlx::Error> {
-    sqlx::query_as!(
-        ProcessingResult,
-        r#"SELECT id AS "job_id: JobId", document_id AS "document_id: DocumentId",
-                  result AS "result!", completed_at AS "created_at!"
-           FROM jobs
-           WHERE document_id = $1 AND owner_id = $2 AND result IS NOT NULL
-           ORDER BY created_at DESC LIMIT 1"#,
+    select_result!(
+        "WHERE document_id = $1 AND owner_id = $2 AND result IS NOT NULL
+         ORDER BY created_at DESC LIMIT 1",
         document_id.0,
         owner.0,
     )
