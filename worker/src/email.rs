@@ -2,8 +2,8 @@
 //! attachments listed (not read: each would be a document of its own).
 //!
 //! Parsed by mail-parser, which bounds nested encodings itself; the text
-//! kept is bounded by `Limits::max_text_bytes` and the attachment list by
-//! [`MAX_ATTACHMENTS`]. An HTML-only message reads through our HTML
+//! kept is bounded by `Limits::max_text_bytes`, the attachment list by
+//! [`MAX_ATTACHMENTS`] and each address list by [`MAX_ADDRESSES`]. An HTML-only message reads through our HTML
 //! extractor, so it shows what a mail client shows.
 
 use mail_parser::{Address, MessageParser, MimeHeaders};
@@ -15,6 +15,8 @@ use crate::{
 
 /// Attachments listed, at most.
 pub const MAX_ATTACHMENTS: usize = 1_000;
+/// Addresses listed per field (From, To, Cc), at most.
+pub const MAX_ADDRESSES: usize = 1_000;
 
 pub fn extract(bytes: &[u8], limits: &Limits) -> Result<EmailExtraction, ExtractError> {
     let message = MessageParser::default()
@@ -76,7 +78,7 @@ fn addresses(field: Option<&Address<'_>>) -> Vec<String> {
     field
         .map(|list| {
             list.iter()
-                .take(MAX_ATTACHMENTS)
+                .take(MAX_ADDRESSES)
                 .map(|addr| match (addr.name(), addr.address()) {
                     (Some(name), Some(address)) => format!("{name} <{address}>"),
                     (None, Some(address)) => address.to_owned(),
@@ -206,6 +208,22 @@ Content-Type: text/html; charset=utf-8\r\n\r\n<html><body><p>Hello <b>there</b><
         assert_eq!(read.attachments.len(), MAX_ATTACHMENTS);
         assert_eq!(read.text, "0123456789");
         assert!(read.truncated);
+    }
+
+    /// A To of 1,001 addresses lists the first 1,000.
+    #[test]
+    fn address_lists_are_bounded() {
+        let to: Vec<String> = (0..=MAX_ADDRESSES)
+            .map(|i| format!("u{i}@example.com"))
+            .collect();
+        let mail = format!(
+            "From: a@example.com\r\nTo: {}\r\nSubject: many\r\n\r\nhello\r\n",
+            to.join(", ")
+        );
+        let read = extract(mail.as_bytes(), &Limits::default()).expect("email");
+        assert_eq!(read.to.len(), MAX_ADDRESSES);
+        assert_eq!(read.to[0], "u0@example.com");
+        assert_eq!(read.from, ["a@example.com"]);
     }
 
     #[test]

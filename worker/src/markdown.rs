@@ -18,6 +18,7 @@ pub fn extract(bytes: &[u8], limits: &Limits) -> Result<MarkdownExtraction, Extr
     let source = crate::text::extract(bytes)?;
     let mut out = Bounded::new(limits.max_text_bytes);
     let mut headings = Vec::new();
+    let mut heading_count = 0u64;
     let mut heading: Option<(u32, String)> = None;
     for event in Parser::new_ext(
         &source.text,
@@ -39,10 +40,11 @@ pub fn extract(bytes: &[u8], limits: &Limits) -> Result<MarkdownExtraction, Extr
                 heading = Some((level as u32, String::new()))
             }
             Event::End(TagEnd::Heading(_)) => {
-                if let Some((level, title)) = heading.take()
-                    && headings.len() < MAX_HEADINGS
-                {
-                    headings.push(Heading { level, title });
+                if let Some((level, title)) = heading.take() {
+                    heading_count += 1;
+                    if headings.len() < MAX_HEADINGS {
+                        headings.push(Heading { level, title });
+                    }
                 }
                 out.push("\n");
             }
@@ -71,6 +73,7 @@ pub fn extract(bytes: &[u8], limits: &Limits) -> Result<MarkdownExtraction, Extr
             .map(|h| h.title.clone()),
         text,
         headings,
+        heading_count,
         encoding: source.encoding,
         language: source.language,
         language_confidence: source.language_confidence,
@@ -105,6 +108,11 @@ mod tests {
         let source = "## h\n\n".repeat(MAX_HEADINGS + 1);
         let md = extract(source.as_bytes(), &Limits::default()).expect("markdown");
         assert_eq!(md.headings.len(), MAX_HEADINGS);
+        assert_eq!(
+            md.heading_count,
+            MAX_HEADINGS as u64 + 1,
+            "the count says so"
+        );
         let limits = Limits {
             max_text_bytes: 7,
             ..Limits::default()

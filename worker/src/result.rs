@@ -239,7 +239,8 @@ pub struct HtmlExtraction {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct EmailExtraction {
     pub subject: Option<String>,
-    /// `Name <address>` or the bare address, as a mail client shows them.
+    /// `Name <address>` or the bare address, as a mail client shows them
+    /// (at most 1,000 per field).
     pub from: Vec<String>,
     pub to: Vec<String>,
     pub cc: Vec<String>,
@@ -275,6 +276,10 @@ pub struct MarkdownExtraction {
     pub title: Option<String>,
     /// The outline, in order (at most 1,000 headings).
     pub headings: Vec<Heading>,
+    /// Headings in the document, listed or not (results stored before
+    /// this field read 0).
+    #[serde(default)]
+    pub heading_count: u64,
     pub encoding: String,
     pub language: Option<String>,
     pub language_confidence: Option<f64>,
