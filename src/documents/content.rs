@@ -37,7 +37,7 @@ pub fn identify(head: &[u8], declared: Option<&str>) -> Result<ContentKind, Unsu
             None => {
                 return claims_something
                     .as_deref()
-                    .and_then(|claim| claim.parse::<ContentKind>().ok())
+                    .and_then(office_kind_of)
                     .filter(|kind| kind.is_zip_container())
                     .ok_or_else(|| {
                         Unsupported(
@@ -87,7 +87,9 @@ pub fn identify(head: &[u8], declared: Option<&str>) -> Result<ContentKind, Unsu
                 claim.as_str(),
                 "application/zip" | "application/x-zip-compressed"
             );
-        let agrees = zip_claim || claimed.is_ok_and(|k| k == detected);
+        let agrees = zip_claim
+            || claimed.is_ok_and(|k| k == detected)
+            || office_kind_of(&claim).is_some_and(|k| k == detected);
         if !agrees {
             return Err(Unsupported(format!(
                 "declared as {claim} but the content is {detected}"
@@ -119,6 +121,64 @@ const OOXML_MAIN_PARTS: [(&str, ContentKind); 11] = [
         ContentKind::Pptx,
     ),
 ];
+
+/// The format a declared type names, counting the Office variants (a
+/// template, a macro-enabled document, a slide show) as their format:
+/// the main parts above name them so, and clients declare them so.
+fn office_kind_of(claim: &str) -> Option<ContentKind> {
+    const VARIANTS: [(&str, ContentKind); 11] = [
+        (
+            "application/vnd.openxmlformats-officedocument.wordprocessingml.template",
+            ContentKind::Docx,
+        ),
+        (
+            "application/vnd.ms-word.document.macroenabled.12",
+            ContentKind::Docx,
+        ),
+        (
+            "application/vnd.ms-word.template.macroenabled.12",
+            ContentKind::Docx,
+        ),
+        (
+            "application/vnd.openxmlformats-officedocument.spreadsheetml.template",
+            ContentKind::Xlsx,
+        ),
+        (
+            "application/vnd.ms-excel.sheet.macroenabled.12",
+            ContentKind::Xlsx,
+        ),
+        (
+            "application/vnd.ms-excel.template.macroenabled.12",
+            ContentKind::Xlsx,
+        ),
+        (
+            "application/vnd.openxmlformats-officedocument.presentationml.slideshow",
+            ContentKind::Pptx,
+        ),
+        (
+            "application/vnd.openxmlformats-officedocument.presentationml.template",
+            ContentKind::Pptx,
+        ),
+        (
+            "application/vnd.ms-powerpoint.presentation.macroenabled.12",
+            ContentKind::Pptx,
+        ),
+        (
+            "application/vnd.ms-powerpoint.slideshow.macroenabled.12",
+            ContentKind::Pptx,
+        ),
+        (
+            "application/vnd.ms-powerpoint.template.macroenabled.12",
+            ContentKind::Pptx,
+        ),
+    ];
+    claim.parse::<ContentKind>().ok().or_else(|| {
+        VARIANTS
+            .iter()
+            .find(|(mime, _)| mime.eq_ignore_ascii_case(claim))
+            .map(|(_, kind)| *kind)
+    })
+}
 
 /// `[Content_Types].xml` is small; more than this is not worth inflating
 /// in the request path.
@@ -433,6 +493,24 @@ mod tests {
         assert_eq!(
             identify(&head, Some("application/zip")),
             Ok(ContentKind::Docx)
+        );
+        // A macro-enabled document or a template declared as itself.
+        for variant in [
+            "application/vnd.ms-word.document.macroEnabled.12",
+            "application/vnd.openxmlformats-officedocument.wordprocessingml.template",
+        ] {
+            assert_eq!(
+                identify(&head, Some(variant)),
+                Ok(ContentKind::Docx),
+                "{variant}"
+            );
+        }
+        assert!(
+            identify(
+                &head,
+                Some("application/vnd.ms-excel.sheet.macroEnabled.12")
+            )
+            .is_err()
         );
     }
 
