@@ -206,6 +206,14 @@ async fn a_short_run_is_recorded_by_one_event_row(db: PgPool) {
         .expect("latest")
         .expect("an event");
     assert_eq!((latest.seq, latest.status), (3, JobEventKind::Succeeded));
+    // What the live streams' poller reads for every watched job.
+    let polled: Vec<(i32, JobEventKind)> = docflow::db::job_events::latest_of(&db, &[id])
+        .await
+        .expect("latest of")
+        .iter()
+        .map(|e| (e.seq, e.status))
+        .collect();
+    assert_eq!(polled, [(3, JobEventKind::Succeeded)]);
 
     let job = get_json(&app, &tokens, &format!("/api/v1/jobs/{job_id}")).await;
     assert_eq!(job["result"]["result"]["text"], "x", "{job}");

@@ -259,7 +259,8 @@ macro_rules! select_result {
         sqlx::query_as!(
             ProcessingResult,
             r#"SELECT id AS "job_id: JobId", document_id AS "document_id: DocumentId",
-                      result AS "result!", completed_at AS "created_at!"
+                      result AS "result!",
+                      coalesce(completed_at, updated_at) AS "created_at!"
                FROM jobs "# + $tail
             $(, $arg)*
         )
