@@ -881,6 +881,19 @@ mod tests {
         );
     }
 
+    /// A sheet's name is cut to MAX_PART_NAME_CHARS characters.
+    #[test]
+    fn part_names_are_bounded() {
+        let long = "é".repeat(MAX_PART_NAME_CHARS + 1);
+        let ods = format!(
+            r#"<office:document-content xmlns:office="o" xmlns:table="t" xmlns:text="x"><office:body><office:spreadsheet><table:table table:name="{long}"><table:table-row><table:table-cell><text:p>tea</text:p></table:table-cell></table:table-row></table:table></office:spreadsheet></office:body></office:document-content>"#
+        );
+        let sheet = read(ContentKind::Ods, &[("content.xml", ods.as_bytes())]).expect("ods");
+        assert_eq!(sheet.parts[0].name.chars().count(), MAX_PART_NAME_CHARS);
+        assert!(long.starts_with(&sheet.parts[0].name));
+        assert_eq!(sheet.text, "tea");
+    }
+
     #[test]
     fn pptx_slides_in_the_presentations_order() {
         let presentation = br#"<p:presentation xmlns:p="p" xmlns:r="r"><p:sldIdLst><p:sldId id="257" r:id="rId3"/><p:sldId id="256" r:id="rId2"/></p:sldIdLst></p:presentation>"#;

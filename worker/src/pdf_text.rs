@@ -1464,11 +1464,14 @@ fn builtin_text(
             .ok()
     });
     if let Some(program) = cff {
+        // Only a bare CFF program has a built-in encoding to read; anything
+        // else (OpenType) is not inflated at all.
         let type1c = program.dict.get(b"Subtype").and_then(Object::as_name).ok()
             == Some(b"Type1C".as_slice());
-        let bytes = stream_content(program, max_decompressed)
-            .ok()
-            .filter(|_| type1c)?;
+        if !type1c {
+            return None;
+        }
+        let bytes = stream_content(program, max_decompressed).ok()?;
         let names = crate::pdf_cff::builtin_encoding(&bytes)?;
         return Some(
             names
