@@ -333,11 +333,8 @@ impl AuthService {
     /// every session it has: each is blocked like a logout, so its access
     /// and stream tokens are refused everywhere at once and its open
     /// streams close. Returns the storage keys of its documents, for the
-    /// caller to delete (`None`: no such account). The blocks need Redis:
-    /// without it the deletion still happens, and is reported as
-    /// `Unavailable` after it.
-    /// Deletes the account's rows and blocks its sessions. The rows are
-    /// gone once this returns `Some`, even if a session could not be
+    /// caller to delete (`None`: no such account). The blocks need Redis;
+    /// the rows are gone once this returns `Some`, even if a session could not be
     /// blocked (`sessions_blocked` says), so the caller must still remove
     /// the stored objects it names.
     pub async fn delete_account(&self, email: &Email) -> Result<Option<DeletedAccount>, AuthError> {

@@ -21,7 +21,7 @@ const RETIRED: &[(&str, &str)] = &[
     ),
     (
         "CELERY_RESULT_BACKEND",
-        "results are stored in Postgres (processing_results); remove it",
+        "results are stored in Postgres (jobs.result); remove it",
     ),
     (
         "CELERY_WORKER_CONCURRENCY",
